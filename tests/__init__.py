@@ -1,0 +1,3 @@
+"""
+Tests for zotwist, run with trial.
+"""

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_plugin -*-
+"""
+The long-running parts of the registry: the prepared store and the
+listening HTTP port.
+
+The HTTP port opens only once the store has scanned its root, so the first
+request a client sends is answered from a complete catalog.
+"""
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.logger import Logger
+
+
+class StoreService(Service):
+    """
+    Prepares the store (scans the root) and tells who waits when it is ready.
+    """
+
+    _log = Logger()
+
+    def __init__(self, store):
+        self.store = store
+        self._ready: Deferred | None = None
+        self._waiting: list[Deferred] = []
+        self.isReady = False
+        self.setName("store")
+
+    def startService(self) -> None:
+        super().startService()
+        self._ready = ensureDeferred(self.store.startService())
+        self._ready.addCallbacks(self._started, self._failed)
+
+    def _started(self, _) -> None:
+        self.isReady = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self.store)
+
+    def _failed(self, failure) -> None:
+        self._log.failure("Storage could not be prepared", failure)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
+
+    def whenReady(self) -> Deferred:
+        if self.isReady:
+            d = Deferred()
+            d.callback(self.store)
+            return d
+        d = Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class HTTPService(Service):
+    """
+    Listens once the store is ready; L{whenListening} gives the bound port.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, site, address: str, port: int, storeService: StoreService):
+        self._reactor = reactor
+        self._site = site
+        self._address = address
+        self._port = port
+        self._storeService = storeService
+        self._listening = None
+        self._waiting: list[Deferred] = []
+        self.port: int | None = None
+        self.setName("http")
+
+    def _endpoint(self):
+        if ":" in self._address:
+            return TCP6ServerEndpoint(self._reactor, self._port, interface=self._address)
+        return TCP4ServerEndpoint(self._reactor, self._port, interface=self._address)
+
+    def startService(self) -> None:
+        super().startService()
+        d = self._storeService.whenReady()
+        d.addCallback(lambda _: self._endpoint().listen(self._site))
+        d.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, listeningPort) -> None:
+        self._listening = listeningPort
+        self.port = listeningPort.getHost().port
+        self._log.info("zotwist listening on {address}:{port}", address=self._address, port=self.port)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self.port)
+
+    def _failed(self, failure) -> None:
+        self._log.failure("Could not start listening", failure)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def whenListening(self) -> Deferred:
+        d = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def stopService(self):
+        super().stopService()
+        if self._listening is not None:
+            listening, self._listening = self._listening, None
+            return listening.stopListening()
+        return None

@@ -1,0 +1,3 @@
+"""
+Where registry content lives: the storage interface and its implementations.
+"""

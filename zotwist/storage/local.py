@@ -1,0 +1,752 @@
+# -*- test-case-name: tests.test_local -*-
+"""
+The local-disk store: every repository an OCI image layout under one root.
+
+C{ROOT/<name>/} holds C{oci-layout}, C{index.json} (tags are
+C{org.opencontainers.image.ref.name} annotations) and C{blobs/<alg>/<hex>}, so
+C{skopeo} and C{umoci} read a repository straight off the disk.  Upload
+sessions live beside it in C{ROOT/<name>/.uploads/<id>/}, and survive
+restarts.
+
+Rules that keep the disk consistent whatever happens to the process:
+ - a blob appears under its digest only by C{os.replace} of a file whose
+   digest was verified;
+ - C{index.json} is only ever replaced whole, under a lock that holds across
+   processes (L{zotwist.storage.locks.fileLock});
+ - every path is built from a validated name, digest or session id, so no
+   request can reach outside the root.
+
+Reads are served from caches validated by C{stat}: the parsed C{index.json}
+of each repository (keyed by inode, mtime and size, so changes made by
+another process are noticed), manifest bodies and their parsed form by digest.
+"""
+
+import bisect
+import json
+import os
+import re
+import shutil
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zotwist import oci
+from zotwist.errors import ManifestBlobsUnknown, RegistryError
+from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage.interfaces import IBlobReader, IRegistryStore
+from zotwist.storage.locks import KeyedLocks, fileLock
+from zotwist.storage.writers import (
+    AppendWriter,
+    FreshWriter,
+    SessionState,
+    hashFile,
+)
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}\Z")
+_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
+_EMPTY_INDEX = {
+    "schemaVersion": 2,
+    "mediaType": oci.OCI_INDEX,
+    "manifests": [],
+}
+#: Directories inside a repository that are not nested repositories.
+_NOT_REPOSITORIES = frozenset({"blobs", ".uploads"})
+
+
+@dataclass
+class RepositoryIndex:
+    """
+    A parsed C{index.json}, with lookups by tag and by digest.
+
+    @ivar signature: C{(inode, mtime_ns, size)} of the file it was read from.
+    """
+
+    signature: tuple
+    manifests: list
+    tags: dict = field(default_factory=dict)
+    byDigest: dict = field(default_factory=dict)
+    referrersByDigest: dict | None = None
+
+    @classmethod
+    def fromManifests(cls, signature: tuple, manifests: list) -> "RepositoryIndex":
+        index = cls(signature, manifests)
+        for descriptor in manifests:
+            digest = descriptor.get("digest")
+            if not isinstance(digest, str):
+                continue
+            index.byDigest.setdefault(digest, descriptor)
+            tag = (descriptor.get("annotations") or {}).get(oci.REF_NAME)
+            if isinstance(tag, str):
+                index.tags[tag] = descriptor
+        return index
+
+
+class _LRU:
+    """
+    A small least-recently-used cache bounded by a total weight.
+    """
+
+    def __init__(self, maxWeight: int):
+        self._data: OrderedDict = OrderedDict()
+        self._weight = 0
+        self._maxWeight = maxWeight
+
+    def get(self, key):
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+            return value[0]
+        return None
+
+    def put(self, key, value, weight: int = 1) -> None:
+        if key in self._data:
+            self._weight -= self._data.pop(key)[1]
+        if weight > self._maxWeight:
+            return
+        self._data[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self._maxWeight:
+            _, (_, w) = self._data.popitem(last=False)
+            self._weight -= w
+
+
+@implementer(IBlobReader)
+class LocalBlobReader:
+    """
+    An open blob file; reads run in the disk pool.
+    """
+
+    def __init__(self, runner, fd: int, size: int):
+        self._runner = runner
+        self._fd = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> Deferred:
+        return self._runner.run(os.pread, self._fd, length, offset)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _writeAtomically(path: str, data: bytes, commit: bool) -> None:
+    """
+    Replace C{path} with C{data} so that readers see the old or the new
+    content, never a mix.  Blocking.
+    """
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if commit:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _createIfAbsent(path: str, data: bytes) -> None:
+    """
+    Create C{path} holding C{data} unless it exists, atomically: a file
+    written aside and then hard-linked into place (C{link} fails if the name
+    is taken), so two processes racing to create a layout cannot clobber
+    each other.  Blocking.
+    """
+    if os.path.exists(path):
+        return
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+@implementer(IRegistryStore)
+class LocalStore:
+    """
+    L{IRegistryStore} on a local filesystem.
+
+    @param root: the storage root directory.
+    @param runner: an L{zotwist.threads.IBlockingRunner} for disk work.
+    @param commit: fsync files before renaming them (zot's C{storage.commit}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, root: str, runner, commit: bool = False):
+        self.root = os.path.abspath(root)
+        self._runner = runner
+        self._commit = commit
+        self._repositories: list[str] = []
+        self._repositorySet: set[str] = set()
+        self._indexes: dict[str, RepositoryIndex] = {}
+        self._sessions: dict[str, SessionState] = {}
+        self._manifestBodies = _LRU(64 * 1024 * 1024)
+        self._manifestInfos = _LRU(20000)
+        self._indexLocks = KeyedLocks()
+
+    # -- paths ----------------------------------------------------------------
+
+    def _repoDir(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/"))
+
+    def _blobPath(self, name: str, digest: str) -> str:
+        algorithm, encoded = oci.parseDigest(digest)
+        return os.path.join(self._repoDir(name), "blobs", algorithm, encoded)
+
+    def _uploadDir(self, name: str, uploadID: str) -> str:
+        if not _UPLOAD_ID.match(uploadID):
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID[:100]})
+        return os.path.join(self._repoDir(name), ".uploads", uploadID)
+
+    # -- start-up -------------------------------------------------------------
+
+    async def startService(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        names = await self._runner.run(self._scan)
+        self._repositories = sorted(names)
+        self._repositorySet = set(names)
+        self._log.info(
+            "Storage root {root} holds {count} repositories", root=self.root, count=len(names)
+        )
+
+    def _scan(self) -> list[str]:
+        """
+        Walk the root for layouts.  Blocking; runs once at start-up.
+        """
+        found = []
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = [d for d in subdirs if d not in _NOT_REPOSITORIES and not d.startswith(".")]
+            if "index.json" in files and "oci-layout" in files and directory != self.root:
+                name = os.path.relpath(directory, self.root).replace(os.sep, "/")
+                try:
+                    oci.validateName(name)
+                except RegistryError:
+                    continue
+                found.append(name)
+        return found
+
+    def _noteRepository(self, name: str) -> None:
+        if name not in self._repositorySet:
+            self._repositorySet.add(name)
+            bisect.insort(self._repositories, name)
+
+    def _ensureLayout(self, name: str) -> None:
+        """
+        Make C{name} a valid, empty OCI layout if it is not one.  Blocking.
+        """
+        directory = self._repoDir(name)
+        os.makedirs(directory, exist_ok=True)
+        _createIfAbsent(os.path.join(directory, "oci-layout"), _LAYOUT)
+        _createIfAbsent(
+            os.path.join(directory, "index.json"), json.dumps(_EMPTY_INDEX).encode()
+        )
+
+    # -- repositories ---------------------------------------------------------
+
+    async def catalog(self) -> list[str]:
+        return list(self._repositories)
+
+    async def repositoryExists(self, name: str) -> bool:
+        return (await self._index(name)) is not None
+
+    async def _index(self, name: str) -> RepositoryIndex | None:
+        """
+        The repository's parsed C{index.json}, re-read only when the file
+        changed (a C{stat} on the reactor thread decides).
+        """
+        path = os.path.join(self._repoDir(name), "index.json")
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._indexes.pop(name, None)
+            return None
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._indexes.get(name)
+        if cached is not None and cached.signature == signature:
+            return cached
+        index = await self._runner.run(self._readIndex, path)
+        if index is None:
+            return None
+        self._indexes[name] = index
+        self._noteRepository(name)
+        return index
+
+    def _readIndex(self, path: str) -> RepositoryIndex | None:
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            document = json.loads(data)
+            manifests = document.get("manifests") or []
+            if not isinstance(manifests, list):
+                raise ValueError("manifests is not a list")
+        except ValueError:
+            self._log.error("Unreadable index {path}; treating it as empty", path=path)
+            manifests = []
+        manifests = [m for m in manifests if isinstance(m, dict)]
+        return RepositoryIndex.fromManifests((st.st_ino, st.st_mtime_ns, st.st_size), manifests)
+
+    async def _mutateIndex(self, name: str, change):
+        """
+        Apply C{change(manifests) -> (newManifests or None, result)} to the
+        repository's index under the cross-process lock, in the disk pool.
+
+        @return: C{result}.
+        """
+        async def locked():
+            index, result = await self._runner.run(self._mutateBlocking, name, change)
+            self._indexes[name] = index
+            self._noteRepository(name)
+            return result
+
+        return await self._indexLocks.run(name, locked)
+
+    def _mutateBlocking(self, name: str, change):
+        self._ensureLayout(name)
+        directory = self._repoDir(name)
+        path = os.path.join(directory, "index.json")
+        with fileLock(os.path.join(directory, ".index.lock")):
+            current = self._readIndex(path)
+            manifests = list(current.manifests) if current else []
+            newManifests, result = change(manifests)
+            if newManifests is None:
+                return current, result
+            document = dict(_EMPTY_INDEX)
+            document["manifests"] = newManifests
+            _writeAtomically(path, json.dumps(document, indent=None).encode(), self._commit)
+            return self._readIndex(path), result
+
+    # -- blobs ------------------------------------------------------------------
+
+    async def statBlob(self, name: str, digest: str) -> int | None:
+        path = self._blobPath(name, digest)
+        try:
+            return os.stat(path).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    async def openBlob(self, name: str, digest: str) -> LocalBlobReader:
+        path = self._blobPath(name, digest)
+
+        def open_():
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return fd, os.fstat(fd).st_size
+
+        try:
+            fd, size = await self._runner.run(open_)
+        except (FileNotFoundError, NotADirectoryError):
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        return LocalBlobReader(self._runner, fd, size)
+
+    async def deleteBlob(self, name: str, digest: str) -> None:
+        path = self._blobPath(name, digest)
+        try:
+            await self._runner.run(os.unlink, path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+
+    async def mountBlob(self, name: str, digest: str, fromName: str | None) -> int | None:
+        target = self._blobPath(name, digest)
+        existing = await self.statBlob(name, digest)
+        if existing is not None:
+            return existing
+        candidates = [fromName] if fromName is not None else list(self._repositories)
+        sources = [self._blobPath(c, digest) for c in candidates if c != name]
+        size = await self._runner.run(self._linkFirst, name, sources, target)
+        if size is not None:
+            self._noteRepository(name)
+        return size
+
+    def _linkFirst(self, name: str, sources: list[str], target: str) -> int | None:
+        for source in sources:
+            if os.path.isfile(source):
+                self._ensureLayout(name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                self._publish(source, target, keepSource=True)
+                return os.stat(target).st_size
+        return None
+
+    def _publish(self, source: str, target: str, keepSource: bool) -> None:
+        """
+        Put C{source}'s content under C{target} atomically: a hard link when
+        the source must stay (a mount), else a rename; a copy when the
+        filesystem cannot link.  Blocking.
+        """
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not keepSource:
+            if self._commit:
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(source, target)
+            return
+        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+    # -- uploads ---------------------------------------------------------------
+
+    async def startUpload(self, name: str, algorithm: str) -> str:
+        oci.validateAlgorithm(algorithm)
+        uploadID = uuid.uuid4().hex
+        directory = self._uploadDir(name, uploadID)
+
+        def create():
+            os.makedirs(directory)
+            open(os.path.join(directory, "data"), "wb").close()
+            _writeAtomically(
+                os.path.join(directory, "meta.json"),
+                json.dumps({"algorithm": algorithm, "repository": name}).encode(),
+                False,
+            )
+
+        await self._runner.run(create)
+        self._sessions[uploadID] = SessionState.fresh(algorithm)
+        return uploadID
+
+    def _session(self, name: str, uploadID: str) -> tuple[str, SessionState]:
+        """
+        The session's directory and in-memory state, loaded from its
+        C{meta.json} after a restart.  Small synchronous reads.
+        """
+        directory = self._uploadDir(name, uploadID)
+        state = self._sessions.get(uploadID)
+        if state is not None and os.path.isdir(directory):
+            return directory, state
+        try:
+            with open(os.path.join(directory, "meta.json"), "rb") as f:
+                meta = json.loads(f.read())
+            algorithm = oci.validateAlgorithm(meta["algorithm"])
+        except (OSError, ValueError, KeyError, TypeError, RegistryError):
+            self._sessions.pop(uploadID, None)
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+        state = self._sessions[uploadID] = SessionState.fresh(algorithm)
+        return directory, state
+
+    async def uploadStatus(self, name: str, uploadID: str) -> int:
+        directory, _ = self._session(name, uploadID)
+        try:
+            return os.stat(os.path.join(directory, "data")).st_size
+        except FileNotFoundError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+
+    async def cancelUpload(self, name: str, uploadID: str) -> None:
+        directory, _ = self._session(name, uploadID)
+        self._sessions.pop(uploadID, None)
+        await self._runner.run(shutil.rmtree, directory, True)
+
+    def writerForSession(self, name: str, uploadID: str, start, length) -> AppendWriter:
+        directory, state = self._session(name, uploadID)
+        try:
+            return AppendWriter(self._runner, os.path.join(directory, "data"), state, start, length)
+        except FileNotFoundError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+
+    def writerForMonolithic(self, name: str, algorithm: str, length) -> FreshWriter:
+        oci.validateAlgorithm(algorithm)
+        return FreshWriter(self._runner, self._uploadDir(name, uuid.uuid4().hex), algorithm)
+
+    async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
+        algorithm, _ = oci.parseDigest(digest)
+        directory, state = self._session(name, uploadID)
+        if writer is not None:
+            await writer.flushed()
+            if writer.rejection is not None:
+                raise writer.rejection
+            await writer.ensureCaughtUp()
+        dataPath = os.path.join(directory, "data")
+        target = self._blobPath(name, digest)
+
+        def finish():
+            if writer is None:
+                with fileLock(dataPath):
+                    fd = os.open(dataPath, os.O_RDONLY)
+                    try:
+                        state.catchUp(fd, os.fstat(fd).st_size)
+                    finally:
+                        os.close(fd)
+            size = os.stat(dataPath).st_size
+            if algorithm == state.algorithm and state.hashedSize == size:
+                actual = state.digest()
+            else:
+                actual, size = hashFile(dataPath, algorithm)
+            if actual != digest:
+                raise RegistryError(
+                    "DIGEST_INVALID", detail={"expected": digest, "actual": actual}
+                )
+            self._ensureLayout(name)
+            self._publish(dataPath, target, keepSource=False)
+            shutil.rmtree(directory, True)
+            return size
+
+        size = await self._runner.run(finish)
+        self._sessions.pop(uploadID, None)
+        self._noteRepository(name)
+        return size
+
+    async def commitMonolithic(self, name: str, digest: str, writer: FreshWriter) -> int:
+        oci.parseDigest(digest)
+        await writer.flushed()
+        actual = writer.state.digest()
+        if actual != digest:
+            raise RegistryError("DIGEST_INVALID", detail={"expected": digest, "actual": actual})
+        target = self._blobPath(name, digest)
+
+        def publish():
+            self._ensureLayout(name)
+            self._publish(writer.path, target, keepSource=False)
+            writer.committed = True
+            shutil.rmtree(writer.directory, True)
+
+        await self._runner.run(publish)
+        self._noteRepository(name)
+        return writer.written
+
+    # -- manifests --------------------------------------------------------------
+
+    def _resolve(self, index: RepositoryIndex, reference: str) -> dict | None:
+        if oci.looksLikeDigest(reference):
+            oci.parseDigest(reference)
+            return index.byDigest.get(reference)
+        oci.validateTag(reference)
+        return index.tags.get(reference)
+
+    async def _requireIndex(self, name: str) -> RepositoryIndex:
+        index = await self._index(name)
+        if index is None:
+            raise RegistryError("NAME_UNKNOWN", detail={"name": name})
+        return index
+
+    async def statManifest(self, name: str, reference: str):
+        index = await self._requireIndex(name)
+        descriptor = self._resolve(index, reference)
+        if descriptor is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        digest = descriptor["digest"]
+        size = await self.statBlob(name, digest)
+        if size is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        return size, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+
+    async def getManifest(self, name: str, reference: str):
+        index = await self._requireIndex(name)
+        descriptor = self._resolve(index, reference)
+        if descriptor is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        digest = descriptor["digest"]
+        body = await self._manifestBody(name, digest)
+        if body is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+
+    async def _manifestBody(self, name: str, digest: str) -> bytes | None:
+        body = self._manifestBodies.get(digest)
+        if body is not None:
+            return body
+        path = self._blobPath(name, digest)
+
+        def read():
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+
+        body = await self._runner.run(read)
+        if body is not None and oci.digestOf(body, digest.split(":", 1)[0]) == digest:
+            self._manifestBodies.put(digest, body, len(body))
+            return body
+        return None
+
+    async def putManifest(self, name: str, body: bytes, contentType, reference: str, tags):
+        tags = list(tags)
+        if oci.looksLikeDigest(reference):
+            algorithm, _ = oci.parseDigest(reference)
+            digest = oci.digestOf(body, algorithm)
+            if digest != reference:
+                raise RegistryError(
+                    "DIGEST_INVALID",
+                    message="manifest digest does not match the reference",
+                    detail={"expected": reference, "actual": digest},
+                )
+        else:
+            tags.insert(0, oci.validateTag(reference))
+            digest = oci.digestOf(body, "sha256")
+        for tag in tags:
+            oci.validateTag(tag)
+        tags = list(dict.fromkeys(tags))
+        if len(body) > 65536:
+            info = await self._runner.run(parseManifest, body, contentType, digest)
+        else:
+            info = parseManifest(body, contentType, digest)
+        await self._checkReferences(name, info)
+
+        path = self._blobPath(name, digest)
+
+        def store():
+            self._ensureLayout(name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not os.path.isfile(path):
+                _writeAtomically(path, body, self._commit)
+
+        await self._runner.run(store)
+        self._manifestBodies.put(digest, body, len(body))
+        self._manifestInfos.put(digest, info)
+        descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
+        if info.artifactType and info.mediaType == oci.OCI_MANIFEST and (
+            info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
+        ):
+            descriptor["artifactType"] = info.artifactType
+
+        def change(manifests):
+            return _tagManifest(manifests, descriptor, tags), None
+
+        await self._mutateIndex(name, change)
+        return info
+
+    async def _checkReferences(self, name: str, info: ManifestInfo) -> None:
+        index = await self._index(name)
+        known = index.byDigest if index is not None else {}
+        blobPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs]
+        childPaths = [
+            (d.digest, self._blobPath(name, d.digest))
+            for d in info.children
+            if d.digest not in known
+        ]
+
+        def missing():
+            return [
+                digest
+                for digest, path in blobPaths + childPaths
+                if not os.path.isfile(path)
+            ]
+
+        absent = await self._runner.run(missing) if (blobPaths or childPaths) else []
+        if absent:
+            raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+
+    async def deleteManifest(self, name: str, reference: str) -> None:
+        index = await self._requireIndex(name)
+        if self._resolve(index, reference) is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        byDigest = oci.looksLikeDigest(reference)
+
+        def change(manifests):
+            if byDigest:
+                kept = [m for m in manifests if m.get("digest") != reference]
+            else:
+                kept = _untag(manifests, reference)
+            if len(kept) == len(manifests) and kept == manifests:
+                return None, False
+            return kept, True
+
+        changed = await self._mutateIndex(name, change)
+        if not changed:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+
+    async def listTags(self, name: str) -> list[str]:
+        index = await self._requireIndex(name)
+        return sorted(index.tags)
+
+    async def referrers(self, name: str, digest: str) -> list[ManifestInfo]:
+        oci.parseDigest(digest)
+        index = await self._index(name)
+        if index is None:
+            return []
+        if index.referrersByDigest is None:
+            mapping: dict[str, list[ManifestInfo]] = {}
+            for candidate, descriptor in list(index.byDigest.items()):
+                info = await self._info(name, candidate, descriptor.get("mediaType"))
+                if info is not None and info.subject is not None:
+                    mapping.setdefault(info.subject.digest, []).append(info)
+            index.referrersByDigest = mapping
+        return list(index.referrersByDigest.get(digest, []))
+
+    async def _info(self, name: str, digest: str, mediaType) -> ManifestInfo | None:
+        info = self._manifestInfos.get(digest)
+        if info is not None:
+            return info
+        body = await self._manifestBody(name, digest)
+        if body is None:
+            return None
+        try:
+            info = parseManifest(body, mediaType, digest)
+        except RegistryError:
+            return None
+        self._manifestInfos.put(digest, info)
+        return info
+
+
+def _untag(manifests: list, tag: str) -> list:
+    """
+    Remove C{tag} from an index's manifest list, keeping the manifest it
+    pointed at as an untagged entry when nothing else names it.
+    """
+    kept = []
+    removed = []
+    for m in manifests:
+        if (m.get("annotations") or {}).get(oci.REF_NAME) == tag:
+            removed.append(m)
+        else:
+            kept.append(m)
+    for m in removed:
+        digest = m.get("digest")
+        if not any(k.get("digest") == digest for k in kept):
+            untagged = {k: v for k, v in m.items() if k != "annotations"}
+            annotations = {
+                k: v for k, v in (m.get("annotations") or {}).items() if k != oci.REF_NAME
+            }
+            if annotations:
+                untagged["annotations"] = annotations
+            kept.append(untagged)
+    return kept
+
+
+def _tagManifest(manifests: list, descriptor: dict, tags: list) -> list:
+    """
+    Add a manifest to an index's list: one entry per tag (moving each tag
+    off whatever it named before), or one untagged entry when it has no tag
+    and is not listed yet.
+    """
+    digest = descriptor["digest"]
+    for tag in tags:
+        manifests = _untag(manifests, tag)
+    if tags:
+        manifests = [
+            m
+            for m in manifests
+            if not (m.get("digest") == digest and oci.REF_NAME not in (m.get("annotations") or {}))
+        ]
+        for tag in tags:
+            entry = dict(descriptor)
+            entry["annotations"] = {oci.REF_NAME: tag}
+            manifests.append(entry)
+    elif not any(m.get("digest") == digest for m in manifests):
+        manifests.append(dict(descriptor))
+    return manifests

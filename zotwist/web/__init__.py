@@ -1,0 +1,3 @@
+"""
+The HTTP face of the registry: the site, the streaming request, the /v2 router.
+"""

@@ -1,0 +1,110 @@
+# -*- test-case-name: tests.test_api_base -*-
+"""
+The /v2 leaf resource: routing, the handler's life cycle, and errors.
+
+Every request below C{/v2} is matched whole by L{zotwist.web.routes}, then
+handed to the coroutine of L{zotwist.web.api.RegistryAPI} named
+C{<route>_<METHOD>}.  Whatever a handler raises becomes the spec's JSON error
+body: a L{RegistryError} with its own code and status, anything else a logged
+500.  A handler still running when the client goes away is cancelled, and
+nothing is written after the request finished.
+"""
+
+import json
+
+from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from zotwist.errors import RegistryError
+from zotwist.web.routes import matchRoute
+
+API_VERSION_HEADER = (b"Docker-Distribution-API-Version", b"registry/2.0")
+
+
+def sendError(request, error: RegistryError) -> None:
+    """
+    Answer with the OCI error document for C{error}.
+    """
+    body = error.body()
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    for key, value in error.headers.items():
+        request.setHeader(key.encode(), value.encode("latin-1"))
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+def sendJSON(request, document, status: int = 200, contentType: bytes = b"application/json") -> None:
+    body = json.dumps(document).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", contentType)
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
+
+
+def sendEmpty(request, status: int, headers: dict | None = None) -> None:
+    request.setResponseCode(status)
+    for key, value in (headers or {}).items():
+        request.setHeader(key.encode(), value.encode("latin-1"))
+    request.setHeader(b"Content-Length", b"0")
+    request.finish()
+
+
+class V2Resource(Resource):
+    """
+    Everything under C{/v2}, as one leaf.
+
+    @param api: the L{zotwist.web.api.RegistryAPI} holding the handlers.
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, api):
+        super().__init__()
+        self._api = api
+
+    def render(self, request):
+        request.setHeader(*API_VERSION_HEADER)
+        method = request.method.decode("ascii", "replace").upper()
+        route = matchRoute(request.path)
+        if route is None:
+            sendError(request, RegistryError("UNSUPPORTED", message="no such endpoint", status=404))
+            return NOT_DONE_YET
+        if not route.allows(method):
+            request.setHeader(b"Allow", route.allowHeader().encode())
+            sendError(
+                request,
+                RegistryError("UNSUPPORTED", message=f"method {method} is not allowed here"),
+            )
+            return NOT_DONE_YET
+        handlerMethod = "GET" if method == "HEAD" else method
+        handler = getattr(self._api, f"{route.name}_{handlerMethod}")
+        d = ensureDeferred(handler(request, **route.params))
+        finished = request.notifyFinish()
+
+        def clientGone(failure):
+            d.cancel()
+
+        finished.addErrback(clientGone)
+
+        def failed(failure):
+            if request._disconnected or request.finished:
+                if not failure.check(CancelledError):
+                    self._log.failure("Handler failed after the client left", failure)
+                return
+            if failure.check(RegistryError):
+                sendError(request, failure.value)
+                return
+            self._log.failure("Unexpected error answering {method} {path}", failure,
+                              method=method, path=request.path)
+            sendError(request, RegistryError("UNKNOWN", message="internal error"))
+
+        d.addErrback(failed)
+        return NOT_DONE_YET

@@ -1,0 +1,57 @@
+# -*- test-case-name: tests.test_api_base -*-
+"""
+The Twisted Web site of the registry.
+
+L{RegistrySite} carries the store so that L{RegistryRequest} can route a
+body into storage before the resource tree is even consulted, and it turns
+off form parsing so that no POST body is ever read into memory.
+"""
+
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from zotwist.errors import RegistryError
+from zotwist.web.api import RegistryAPI
+from zotwist.web.bodies import RegistryRequest
+from zotwist.web.resource import V2Resource, sendError
+from twisted.web.server import NOT_DONE_YET
+
+
+class RootResource(Resource):
+    """
+    C{/}: C{/v2} and, later, operational endpoints; a JSON 404 elsewhere.
+    """
+
+    def getChild(self, path, request):
+        return _NotFound()
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        sendError(request, RegistryError("UNSUPPORTED", message="no such endpoint", status=404))
+        return NOT_DONE_YET
+
+
+class RegistrySite(Site):
+    """
+    A L{Site} whose requests stream upload bodies into C{store}.
+
+    @ivar store: the L{zotwist.storage.interfaces.IRegistryStore}.
+    """
+
+    noisy = False
+
+    def __init__(self, store):
+        root = RootResource()
+        root.putChild(b"v2", V2Resource(RegistryAPI(store)))
+        super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
+        self.store = store
+        self.displayTracebacks = False
+
+    def log(self, request) -> None:
+        """
+        No access log yet: per-request lines belong to the operations work
+        (structured, level-filtered), not to Twisted's combined log format.
+        """
