@@ -1,0 +1,148 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{zot} command, so that zotwist is driven like zot itself:
+
+    zot verify config.json    check a config without starting anything
+    zot serve config.json     run the registry in the foreground
+    zot -v                    print the versions
+
+C{serve} hands over to C{twistd -n --pidfile= zot --config FILE}, so that the
+running service is exactly what C{twistd zot} builds (logging, reactor
+choice, signal handling), and this module stays a thin front door.
+"""
+
+import argparse
+import os
+import sys
+
+from zotwist.config import ConfigError, loadConfig
+
+#: Starts twistd in the running interpreter.  C{python -m twisted} would run
+#: C{twist}, which takes neither C{-n} nor C{--pidfile}; and a C{twistd}
+#: script found on C{PATH} might belong to another Python.
+_TWISTD = (
+    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+)
+
+#: Replaces this process with another program; tests swap it for a recorder.
+_execv = os.execv
+
+
+def _parser() -> argparse.ArgumentParser:
+    """
+    Build the argument parser: C{-v}/C{--version} and one subcommand.
+    """
+    parser = argparse.ArgumentParser(
+        prog="zot",
+        description="zotwist, an OCI registry on Twisted that reads zot's config.",
+    )
+    parser.add_argument(
+        "-v",
+        "--version",
+        action="store_true",
+        help="print the zotwist and distribution-spec versions and exit",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verify = commands.add_parser(
+        "verify", help="check a config file without starting anything"
+    )
+    verify.add_argument("config", metavar="FILE", help="zot's JSON config file")
+    serve = commands.add_parser(
+        "serve", help="run the registry in the foreground (through twistd)"
+    )
+    serve.add_argument("config", metavar="FILE", help="zot's JSON config file")
+    return parser
+
+
+def _version() -> int:
+    """
+    Print the versions a bug report needs.
+    """
+    import zotwist
+
+    print(
+        f"zotwist {zotwist.__version__} "
+        f"(OCI distribution-spec {zotwist.DIST_SPEC_VERSION})"
+    )
+    return 0
+
+
+def _verify(path: str) -> int:
+    """
+    Load C{path} as C{serve} would, and report.
+
+    @return: 0 when the registry would start with it, else 1.  The error is
+        one line on standard error; C{"FILE: ok"} and any warnings go to
+        standard output.
+    """
+    try:
+        config = loadConfig(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    for warning in config.warnings:
+        print(f"{path}: warning: {warning}")
+    return 0
+
+
+def _serve(path: str) -> int:
+    """
+    Check the config, then replace this process with twistd serving it.
+
+    Checking first gives the same one-line error as C{verify} before any of
+    twistd's start-up output.
+
+    @return: 1 if the config is refused or twistd cannot be started; when
+        it starts, this function does not return.
+    """
+    try:
+        loadConfig(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    argv = [
+        sys.executable,
+        "-c",
+        _TWISTD,
+        "-n",
+        "--pidfile=",
+        "zot",
+        "--config",
+        os.path.abspath(path),
+    ]
+    try:
+        _execv(sys.executable, argv)
+    except OSError as e:
+        print(f"zot: cannot start twistd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """
+    Run the C{zot} command.
+
+    @param argv: the arguments after the program name; L{None} means
+        C{sys.argv[1:]}.
+    @return: the exit status (argparse's own usage errors give 2).
+    """
+    parser = _parser()
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as e:
+        # argparse exits on --help and on usage errors; callers get a status.
+        return e.code if isinstance(e.code, int) else 0
+    if options.version:
+        return _version()
+    if options.command == "verify":
+        return _verify(options.config)
+    if options.command == "serve":
+        return _serve(options.config)
+    parser.print_usage(sys.stderr)
+    print("zot: error: a command is required (verify, serve) or -v", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
