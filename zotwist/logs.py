@@ -11,9 +11,9 @@ config's warnings (keys zotwist does not implement yet) once at start.
 from twisted.application.service import Service
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    Logger,
     globalLogPublisher,
     jsonFileLogObserver,
 )
@@ -58,7 +58,9 @@ class LogService(Service):
             self._observer = FilteringLogObserver(jsonFileLogObserver(self._file), [predicate])
             globalLogPublisher.addObserver(self._observer)
         for warning in self._config.warnings:
-            self._log.warn("config {source}: {warning}", source=self._config.source, warning=warning)
+            self._log.warn(
+                "config {source}: {warning}", source=self._config.source, warning=warning
+            )
 
     def stopService(self) -> None:
         super().stopService()

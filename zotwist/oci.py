@@ -107,7 +107,9 @@ def parseDigest(digest: str) -> tuple[str, str]:
     """
     match = _DIGEST.match(digest or "")
     if match is None:
-        raise RegistryError("DIGEST_INVALID", message="invalid digest", detail={"digest": digest[:200] if digest else digest})
+        raise RegistryError(
+            "DIGEST_INVALID", message="invalid digest", detail={"digest": (digest or "")[:200]}
+        )
     algorithm, encoded = match.group(1), match.group(2)
     known = ALGORITHMS.get(algorithm)
     if known is None:

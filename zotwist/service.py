@@ -86,7 +86,9 @@ class HTTPService(Service):
     def _listened(self, listeningPort) -> None:
         self._listening = listeningPort
         self.port = listeningPort.getHost().port
-        self._log.info("zotwist listening on {address}:{port}", address=self._address, port=self.port)
+        self._log.info(
+            "zotwist listening on {address}:{port}", address=self._address, port=self.port
+        )
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(self.port)

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -272,7 +272,9 @@ class AppendWriter(QueuedWriter):
     written (416), which is how out-of-order chunks are caught.
     """
 
-    def __init__(self, runner, dataPath: str, state: SessionState, start: int | None, length: int | None):
+    def __init__(
+        self, runner, dataPath: str, state: SessionState, start: int | None, length: int | None
+    ):
         fd = os.open(dataPath, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         rejection = None
         try:

@@ -73,14 +73,14 @@ def parseByteRange(value: str | None, size: int):
                 return "unsatisfiable"
             return max(size - suffix, 0), size - 1
         start = int(first)
-        end = int(last) if last else size - 1
+        end = int(last) if last else None
     except ValueError:
         return None
-    if start < 0 or end < start:
-        return None
+    if end is not None and end < start:
+        return None  # syntactically invalid: RFC 9110 says ignore the header
     if start >= size:
         return "unsatisfiable"
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
 def _paginate(request, items: list[str], basePath: str, key: str):

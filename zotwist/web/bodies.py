@@ -160,7 +160,9 @@ class RegistryRequest(server.Request):
         except OSError as e:
             self._log.failure("Could not prepare an upload")
             content = DiscardWriter(
-                RegistryError("BLOB_UPLOAD_INVALID", message=f"storage error: {e.strerror}", status=500)
+                RegistryError(
+                    "BLOB_UPLOAD_INVALID", message=f"storage error: {e.strerror}", status=500
+                )
             )
         content.transport = self.channel.transport
         self.content = content

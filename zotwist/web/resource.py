@@ -38,7 +38,9 @@ def sendError(request, error: RegistryError) -> None:
     request.finish()
 
 
-def sendJSON(request, document, status: int = 200, contentType: bytes = b"application/json") -> None:
+def sendJSON(
+    request, document, status: int = 200, contentType: bytes = b"application/json"
+) -> None:
     body = json.dumps(document).encode("utf-8")
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", contentType)

@@ -8,13 +8,12 @@ off form parsing so that no POST body is ever read into memory.
 """
 
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from zotwist.errors import RegistryError
 from zotwist.web.api import RegistryAPI
 from zotwist.web.bodies import RegistryRequest
 from zotwist.web.resource import V2Resource, sendError
-from twisted.web.server import NOT_DONE_YET
 
 
 class RootResource(Resource):
