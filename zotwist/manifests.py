@@ -126,6 +126,8 @@ def parseManifest(body: bytes, contentType: str | None, digest: str) -> Manifest
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise _invalid(f"manifest is not valid JSON: {e}")
+    except RecursionError:
+        raise _invalid("manifest is nested too deeply")
     if not isinstance(document, dict):
         raise _invalid("manifest is not a JSON object")
     declared = document.get("mediaType")
