@@ -203,7 +203,7 @@ class LocalStore:
         self._repositories: list[str] = []
         self._repositorySet: set[str] = set()
         self._indexes: dict[str, RepositoryIndex] = {}
-        self._sessions: dict[str, SessionState] = {}
+        self._sessions: dict[tuple[str, str], SessionState] = {}
         self._manifestBodies = _LRU(64 * 1024 * 1024)
         self._manifestInfos = _LRU(20000)
         self._indexQueues: dict[str, list] = {}
@@ -240,10 +240,16 @@ class LocalStore:
         """
         found = []
         for directory, subdirs, files in os.walk(self.root):
+            isLayout = "index.json" in files and "oci-layout" in files
+            # A layout's own blobs/ and .uploads/ hold no repositories; a
+            # directory named blobs elsewhere (say the repository "blobs")
+            # may.
             subdirs[:] = [
-                d for d in subdirs if d not in _NOT_REPOSITORIES and not d.startswith(".")
+                d
+                for d in subdirs
+                if not d.startswith(".") and not (isLayout and d in _NOT_REPOSITORIES)
             ]
-            if "index.json" in files and "oci-layout" in files and directory != self.root:
+            if isLayout and directory != self.root:
                 name = os.path.relpath(directory, self.root).replace(os.sep, "/")
                 try:
                     oci.validateName(name)
@@ -489,7 +495,7 @@ class LocalStore:
             )
 
         await self._runner.run(create)
-        self._sessions[uploadID] = SessionState.fresh(algorithm)
+        self._sessions[(name, uploadID)] = SessionState.fresh(algorithm)
         return uploadID
 
     def _session(self, name: str, uploadID: str) -> tuple[str, SessionState]:
@@ -498,7 +504,8 @@ class LocalStore:
         C{meta.json} after a restart.  Small synchronous reads.
         """
         directory = self._uploadDir(name, uploadID)
-        state = self._sessions.get(uploadID)
+        key = (name, uploadID)
+        state = self._sessions.get(key)
         if state is not None and os.path.isdir(directory):
             return directory, state
         try:
@@ -506,9 +513,9 @@ class LocalStore:
                 meta = json.loads(f.read())
             algorithm = oci.validateAlgorithm(meta["algorithm"])
         except (OSError, ValueError, KeyError, TypeError, RegistryError):
-            self._sessions.pop(uploadID, None)
+            self._sessions.pop(key, None)
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
-        state = self._sessions[uploadID] = SessionState.fresh(algorithm)
+        state = self._sessions[key] = SessionState.fresh(algorithm)
         return directory, state
 
     async def uploadStatus(self, name: str, uploadID: str) -> int:
@@ -520,7 +527,7 @@ class LocalStore:
 
     async def cancelUpload(self, name: str, uploadID: str) -> None:
         directory, _ = self._session(name, uploadID)
-        self._sessions.pop(uploadID, None)
+        self._sessions.pop((name, uploadID), None)
         await self._runner.run(shutil.rmtree, directory, True)
 
     def writerForSession(self, name: str, uploadID: str, start, length) -> AppendWriter:
@@ -568,7 +575,7 @@ class LocalStore:
             return size
 
         size = await self._runner.run(finish)
-        self._sessions.pop(uploadID, None)
+        self._sessions.pop((name, uploadID), None)
         self._noteRepository(name)
         return size
 

@@ -275,7 +275,8 @@ class AppendWriter(QueuedWriter):
     def __init__(
         self, runner, dataPath: str, state: SessionState, start: int | None, length: int | None
     ):
-        fd = os.open(dataPath, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        # Read access too: catching up the session hash reads earlier bytes.
+        fd = os.open(dataPath, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         rejection = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,7 +304,7 @@ class AppendWriter(QueuedWriter):
     def _beforeBatch(self, fd: int) -> None:
         if not self._caughtUp:
             self._caughtUp = True
-            self.state.catchUp(fd, os.fstat(fd).st_size - 0)
+            self.state.catchUp(fd, os.fstat(fd).st_size)
 
     def _release(self, fd: int | None) -> None:
         if fd is not None:

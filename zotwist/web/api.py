@@ -8,6 +8,7 @@ Docker registry's clients rely on.  Nothing here touches a file.
 """
 
 import bisect
+import re
 from urllib.parse import quote
 
 from twisted.logger import Logger
@@ -19,6 +20,11 @@ from zotwist.storage.writers import QueuedWriter
 from zotwist.web.bodies import LimitedBuffer
 from zotwist.web.producer import BlobProducer
 from zotwist.web.resource import sendEmpty, sendError, sendJSON
+
+
+#: A byte position in a Range header: plain ASCII digits (int() would also
+#: take signs and underscores), or nothing.
+_DIGITS = re.compile(r"[0-9]*\Z")
 
 
 def _arg(request, key: str) -> str | None:
@@ -62,7 +68,9 @@ def parseByteRange(value: str | None, size: int):
         return None  # several ranges: RFC 9110 lets us send the whole blob
     first, sep, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not sep:
+    if not sep or not _DIGITS.match(first) or not _DIGITS.match(last):
+        return None
+    if first == "" and last == "":
         return None
     try:
         if first == "":

@@ -37,6 +37,7 @@ class BlobProducer:
         self._paused = False
         self._reading = False
         self._stopped = False
+        self._looping = False
         self.done = Deferred()
 
     def start(self) -> Deferred:
@@ -45,14 +46,24 @@ class BlobProducer:
         return self.done
 
     def _readNext(self) -> None:
-        if self._paused or self._reading or self._stopped:
+        """
+        Read chunks while nothing stops us.  A loop, not recursion: a read
+        that completes at once (an inline runner, a cached file) would
+        otherwise nest one call per chunk.
+        """
+        if self._looping:
             return
-        if self._remaining <= 0:
-            self._finish()
-            return
-        self._reading = True
-        d = self._reader.read(self._offset, min(self._chunkSize, self._remaining))
-        d.addCallbacks(self._gotChunk, self._readFailed)
+        self._looping = True
+        try:
+            while not (self._paused or self._reading or self._stopped):
+                if self._remaining <= 0:
+                    self._finish()
+                    return
+                self._reading = True
+                d = self._reader.read(self._offset, min(self._chunkSize, self._remaining))
+                d.addCallbacks(self._gotChunk, self._readFailed)
+        finally:
+            self._looping = False
 
     def _gotChunk(self, data: bytes) -> None:
         self._reading = False
