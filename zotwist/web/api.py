@@ -21,7 +21,6 @@ from zotwist.web.bodies import LimitedBuffer
 from zotwist.web.producer import BlobProducer
 from zotwist.web.resource import sendEmpty, sendError, sendJSON
 
-
 #: A byte position in a Range header: plain ASCII digits (int() would also
 #: take signs and underscores), or nothing.
 _DIGITS = re.compile(r"[0-9]*\Z")

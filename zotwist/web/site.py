@@ -7,6 +7,7 @@ body into storage before the resource tree is even consulted, and it turns
 off form parsing so that no POST body is ever read into memory.
 """
 
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -33,6 +34,36 @@ class _NotFound(Resource):
         return NOT_DONE_YET
 
 
+#: The first byte of a TLS record carrying a handshake (a ClientHello).
+_TLS_HANDSHAKE = b"\x16"
+
+
+class RegistryChannel(HTTPChannel):
+    """
+    An HTTP/1.1 channel that recognises a TLS ClientHello sent to the plain
+    HTTP port and answers it at once.
+
+    Clients such as skopeo try HTTPS first and fall back to HTTP only when
+    that fails; a plain HTTP server that waits for a request line would make
+    each of them sit out its 10 s handshake timeout.  Go's net/http answers
+    the same way.
+    """
+
+    _sniffed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._sniffed:
+            self._sniffed = True
+            if data[:1] == _TLS_HANDSHAKE:
+                self.transport.write(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                    b"Client sent an HTTP request to an HTTPS server.\n"
+                )
+                self.transport.loseConnection()
+                return
+        super().dataReceived(data)
+
+
 class RegistrySite(Site):
     """
     A L{Site} whose requests stream upload bodies into C{store}.
@@ -41,6 +72,7 @@ class RegistrySite(Site):
     """
 
     noisy = False
+    protocol = RegistryChannel
 
     def __init__(self, store):
         root = RootResource()

@@ -1,0 +1,92 @@
+"""
+Packaging for zotwist, an OCI registry on Twisted that reads zot's config.
+
+Install with a normal (non-editable) install, then refresh Twisted's plugin
+cache so that C{twistd zot} is found at once:
+
+    pip install .
+    python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+
+Do not use a PEP 660 C{pip install -e .}: its import hook does not put the
+checkout on C{sys.path}, so C{twisted/plugins/zot_plugin.py} is never seen
+and twistd says "Unknown command: zot". If you need an editable install, use
+C{pip install -e . --config-settings editable_mode=compat} or run from the
+checkout with C{PYTHONPATH=.}. C{conf/install.sh} and C{tests/run.sh} do all
+of this for you.
+
+C{twisted/} and C{twisted/plugins/} deliberately have no C{__init__.py}:
+listing C{"twisted.plugins"} below copies C{zot_plugin.py} into the installed
+Twisted's plugin directory without shadowing Twisted itself.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def _version() -> str:
+    """
+    Read C{__version__} from C{zotwist/__init__.py} without importing it.
+    """
+    text = (HERE / "zotwist" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("zotwist/__init__.py has no __version__")
+    return match.group(1)
+
+
+def _longDescription() -> str:
+    """
+    Use the README as the long description when it is there.
+    """
+    readme = HERE / "README.md"
+    return readme.read_text(encoding="utf-8") if readme.exists() else ""
+
+
+setup(
+    name="zotwist",
+    version=_version(),
+    description="An OCI distribution-spec registry on Twisted, storing OCI image layouts",
+    long_description=_longDescription(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["zotwist", "zotwist.*"]) + ["twisted.plugins"],
+    include_package_data=False,
+    install_requires=[
+        # Site(parsePOSTFormSubmission=False) needs Twisted 25.5 or newer.
+        "twisted>=25.5,<27",
+        "treq>=24.9,<27",
+        "pyopenssl>=24.3,<27",
+        "service-identity>=24.1,<27",
+        "zope.interface>=6.0,<9",
+        "ldaptor>=21.2,<22",
+        "bcrypt>=4.1,<6",
+    ],
+    extras_require={
+        # Test-only Python dependencies; system tools (skopeo, umoci, ...)
+        # are installed by tests/run.sh.
+        "test": [
+            "cryptography>=42",
+        ],
+        "lint": [
+            "ruff>=0.4",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "zot=zotwist.cli:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: System :: Software Distribution",
+    ],
+    zip_safe=False,
+)
