@@ -89,10 +89,12 @@ class IRegistryStore(Interface):
         C{BLOB_UNKNOWN}.
         """
 
-    def mountBlob(name, digest, fromName):
+    def mountBlob(name, digest, fromName, mayRead):
         """
         Make a blob held by another repository (C{fromName}, or any
-        repository when L{None}) available in C{name}.
+        repository when L{None}) available in C{name}.  C{mayRead}, when not
+        L{None}, is a predicate on repository names: only those it accepts
+        are sources (the caller's read permission).
 
         @return: Deferred firing with the size when mounted, L{None} when the
             blob was not found.

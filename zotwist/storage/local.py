@@ -434,12 +434,16 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
 
-    async def mountBlob(self, name: str, digest: str, fromName: str | None) -> int | None:
+    async def mountBlob(
+        self, name: str, digest: str, fromName: str | None, mayRead=None
+    ) -> int | None:
         target = self._blobPath(name, digest)
         existing = await self.statBlob(name, digest)
         if existing is not None:
             return existing
         candidates = [fromName] if fromName is not None else list(self._repositories)
+        if mayRead is not None:
+            candidates = [c for c in candidates if mayRead(c)]
         sources = [self._blobPath(c, digest) for c in candidates if c != name]
         size = await self._runner.run(self._linkFirst, name, sources, target)
         if size is not None:

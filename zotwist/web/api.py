@@ -14,6 +14,7 @@ from urllib.parse import quote
 from twisted.logger import Logger
 
 from zotwist import oci
+from zotwist.auth.interfaces import AllowEverything
 from zotwist.errors import RegistryError
 from zotwist.manifests import MAX_MANIFEST_SIZE
 from zotwist.storage.writers import QueuedWriter
@@ -125,8 +126,12 @@ class RegistryAPI:
 
     _log = Logger()
 
-    def __init__(self, store):
+    def __init__(self, store, authorizer=None):
         self._store = store
+        self._authorizer = authorizer or AllowEverything()
+
+    def _mayRead(self, request, repository: str) -> bool:
+        return self._authorizer.mayRead(getattr(request, "identity", None), repository)
 
     # -- end-1 -------------------------------------------------------------
 
@@ -136,7 +141,7 @@ class RegistryAPI:
     # -- catalog -------------------------------------------------------------
 
     async def catalog_GET(self, request):
-        names = await self._store.catalog()
+        names = [n for n in await self._store.catalog() if self._mayRead(request, n)]
         page, link = _paginate(request, names, "/v2/_catalog", "repositories")
         if link:
             request.setHeader(b"Link", link.encode())
@@ -216,7 +221,9 @@ class RegistryAPI:
             fromName = _arg(request, "from")
             if fromName is not None:
                 oci.validateName(fromName)
-            size = await self._store.mountBlob(name, mount, fromName)
+            size = await self._store.mountBlob(
+                name, mount, fromName, lambda repository: self._mayRead(request, repository)
+            )
             if size is not None:
                 sendEmpty(request, 201, {
                     "Location": f"/v2/{name}/blobs/{mount}",

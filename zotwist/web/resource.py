@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from zotwist.auth.interfaces import AllowEverything, NoAuthentication
 from zotwist.errors import RegistryError
 from zotwist.web.routes import matchRoute
 
@@ -68,11 +69,26 @@ class V2Resource(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, api):
+    def __init__(self, api, authenticator=None, authorizer=None):
         super().__init__()
         self._api = api
+        self._authenticator = authenticator or NoAuthentication()
+        self._authorizer = authorizer or AllowEverything()
+
+    async def _handle(self, request, route, method: str):
+        """
+        Authenticate, authorize, then run the route's handler.
+        """
+        identity = await self._authenticator.authenticate(request)
+        request.identity = identity
+        await self._authorizer.authorize(identity, route, method, request)
+        handlerMethod = "GET" if method == "HEAD" else method
+        handler = getattr(self._api, f"{route.name}_{handlerMethod}")
+        await handler(request, **route.params)
 
     def render(self, request):
+        request.identity = None
+        request.route = None
         request.setHeader(*API_VERSION_HEADER)
         method = request.method.decode("ascii", "replace").upper()
         route = matchRoute(request.path)
@@ -86,9 +102,8 @@ class V2Resource(Resource):
                 RegistryError("UNSUPPORTED", message=f"method {method} is not allowed here"),
             )
             return NOT_DONE_YET
-        handlerMethod = "GET" if method == "HEAD" else method
-        handler = getattr(self._api, f"{route.name}_{handlerMethod}")
-        d = ensureDeferred(handler(request, **route.params))
+        request.route = route
+        d = ensureDeferred(self._handle(request, route, method))
         finished = request.notifyFinish()
 
         def clientGone(failure):
@@ -102,7 +117,10 @@ class V2Resource(Resource):
                     self._log.failure("Handler failed after the client left", failure)
                 return
             if failure.check(RegistryError):
-                sendError(request, failure.value)
+                error = failure.value
+                if error.status == 401:
+                    error.headers = {**self._authenticator.challenge(), **error.headers}
+                sendError(request, error)
                 return
             self._log.failure("Unexpected error answering {method} {path}", failure,
                               method=method, path=request.path)

@@ -74,9 +74,11 @@ class RegistrySite(Site):
     noisy = False
     protocol = RegistryChannel
 
-    def __init__(self, store):
+    def __init__(self, store, authenticator=None, authorizer=None):
         root = RootResource()
-        root.putChild(b"v2", V2Resource(RegistryAPI(store)))
+        api = RegistryAPI(store, authorizer)
+        root.putChild(b"v2", V2Resource(api, authenticator, authorizer))
+        self.root = root
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
         self.store = store
         self.displayTracebacks = False

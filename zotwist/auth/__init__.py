@@ -1,0 +1,3 @@
+"""
+Who is calling (authentication) and what they may do (authorization).
+"""
