@@ -52,8 +52,11 @@ class IAuthenticator(Interface):
             C{RegistryError("UNAUTHORIZED")} for credentials that are wrong.
         """
 
-    def challenge():
+    def challenge(request):
         """
+        @param request: the request being refused (its C{route} attribute,
+            when set, says which repository and action a Bearer challenge's
+            C{scope} should name).
         @return: the headers a 401 answer carries (C{WWW-Authenticate}), as a
             dict of str to str.
         """
@@ -89,7 +92,7 @@ class NoAuthentication:
     def authenticate(self, request):
         return succeed(ANONYMOUS)
 
-    def challenge(self):
+    def challenge(self, request):
         return {}
 
 

@@ -119,7 +119,7 @@ class V2Resource(Resource):
             if failure.check(RegistryError):
                 error = failure.value
                 if error.status == 401:
-                    error.headers = {**self._authenticator.challenge(), **error.headers}
+                    error.headers = {**self._authenticator.challenge(request), **error.headers}
                 sendError(request, error)
                 return
             self._log.failure("Unexpected error answering {method} {path}", failure,
