@@ -51,7 +51,11 @@ def makeServiceFromConfig(config, reactor=None) -> MultiService:
     store = LocalStore(config.storage.rootDirectory, runner, commit=config.storage.commit)
     storeService = StoreService(store)
     storeService.setServiceParent(top)
-    site = RegistrySite(store)
+    # Downloads by sendfile hold a thread each for their duration: their own
+    # pool, so they never starve the disk work of uploads and manifests.
+    sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
+    sender.setServiceParent(top)
+    site = RegistrySite(store, sender=sender)
     http = HTTPService(reactor, site, config.http.address, config.http.port, storeService)
     http.setServiceParent(top)
     return top

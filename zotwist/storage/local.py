@@ -129,6 +129,12 @@ class LocalBlobReader:
     def read(self, offset: int, length: int) -> Deferred:
         return self._runner.run(os.pread, self._fd, length, offset)
 
+    def fileno(self) -> int:
+        """
+        The open file's descriptor, for C{sendfile}.
+        """
+        return self._fd
+
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:

@@ -21,6 +21,7 @@ from zotwist.storage.writers import QueuedWriter
 from zotwist.web.bodies import LimitedBuffer
 from zotwist.web.producer import BlobProducer
 from zotwist.web.resource import sendEmpty, sendError, sendJSON
+from zotwist.web.sendfile import canSendfile, sendWithSendfile
 
 #: A byte position in a Range header: plain ASCII digits (int() would also
 #: take signs and underscores), or nothing.
@@ -126,8 +127,9 @@ class RegistryAPI:
 
     _log = Logger()
 
-    def __init__(self, store, authorizer=None):
+    def __init__(self, store, authorizer=None, sender=None):
         self._store = store
+        self._sender = sender
         self._authorizer = authorizer or AllowEverything()
 
     def _mayRead(self, request, repository: str) -> bool:
@@ -188,6 +190,9 @@ class RegistryAPI:
         if request.method == b"HEAD" or length == 0:
             reader.close()
             request.finish()
+            return
+        if self._sender is not None and canSendfile(request, reader):
+            await sendWithSendfile(request, reader, offset, length, self._sender)
             return
         producer = BlobProducer(request, reader, offset, length)
         try:

@@ -74,9 +74,9 @@ class RegistrySite(Site):
     noisy = False
     protocol = RegistryChannel
 
-    def __init__(self, store, authenticator=None, authorizer=None):
+    def __init__(self, store, authenticator=None, authorizer=None, sender=None):
         root = RootResource()
-        api = RegistryAPI(store, authorizer)
+        api = RegistryAPI(store, authorizer, sender)
         root.putChild(b"v2", V2Resource(api, authenticator, authorizer))
         self.root = root
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
