@@ -22,13 +22,13 @@ another process are noticed), manifest bodies and their parsed form by digest.
 """
 
 import bisect
+import itertools
 import json
 import os
 import re
 import shutil
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -38,6 +38,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock
 from zotwist.storage.writers import (
@@ -56,34 +57,6 @@ _EMPTY_INDEX = {
 }
 #: Directories inside a repository that are not nested repositories.
 _NOT_REPOSITORIES = frozenset({"blobs", ".uploads"})
-
-
-@dataclass
-class RepositoryIndex:
-    """
-    A parsed C{index.json}, with lookups by tag and by digest.
-
-    @ivar signature: C{(inode, mtime_ns, size)} of the file it was read from.
-    """
-
-    signature: tuple
-    manifests: list
-    tags: dict = field(default_factory=dict)
-    byDigest: dict = field(default_factory=dict)
-    referrersByDigest: dict | None = None
-
-    @classmethod
-    def fromManifests(cls, signature: tuple, manifests: list) -> "RepositoryIndex":
-        index = cls(signature, manifests)
-        for descriptor in manifests:
-            digest = descriptor.get("digest")
-            if not isinstance(digest, str):
-                continue
-            index.byDigest.setdefault(digest, descriptor)
-            tag = (descriptor.get("annotations") or {}).get(oci.REF_NAME)
-            if isinstance(tag, str):
-                index.tags[tag] = descriptor
-        return index
 
 
 class _LRU:
@@ -141,6 +114,17 @@ class LocalBlobReader:
             os.close(fd)
 
 
+_tmpCounter = itertools.count()
+
+
+def _tmpSuffix() -> str:
+    """
+    A name part no other writer uses: this process and a per-process
+    counter (cheaper than a UUID, and as unique among live writers).
+    """
+    return f"{os.getpid()}-{next(_tmpCounter)}"
+
+
 def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
     """
     Replace C{path} with C{data} so that readers see the old or the new
@@ -150,7 +134,7 @@ def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
         is also what a later C{stat} of C{path} shows until it changes).
     """
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{_tmpSuffix()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
@@ -212,6 +196,10 @@ class LocalStore:
         self._sessions: dict[tuple[str, str], SessionState] = {}
         self._manifestBodies = _LRU(64 * 1024 * 1024)
         self._manifestInfos = _LRU(20000)
+        self._layouts: set[str] = set()
+        self._writerEntries: dict[str, tuple] = {}
+        self._indexReloads: dict[str, list] = {}
+        self._indexWaiters: dict[str, list] = {}
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
 
@@ -273,12 +261,17 @@ class LocalStore:
         """
         Make C{name} a valid, empty OCI layout if it is not one.  Blocking.
         """
+        if name in self._layouts:
+            return
         directory = self._repoDir(name)
         os.makedirs(directory, exist_ok=True)
         _createIfAbsent(os.path.join(directory, "oci-layout"), _LAYOUT)
         _createIfAbsent(
             os.path.join(directory, "index.json"), json.dumps(_EMPTY_INDEX).encode()
         )
+        # Set membership is atomic under the GIL; a repository, once laid
+        # out, stays so while the process runs (nothing removes layouts).
+        self._layouts.add(name)
 
     # -- repositories ---------------------------------------------------------
 
@@ -292,23 +285,63 @@ class LocalStore:
         """
         The repository's parsed C{index.json}, re-read only when the file
         changed (a C{stat} on the reactor thread decides).
+
+        While this process is writing the index, the file on disk runs ahead
+        of the cache for a moment: wait for the write (its result replaces
+        the cache) rather than parse the file again.  Concurrent re-reads of
+        one repository share a single parse.
         """
         path = os.path.join(self._repoDir(name), "index.json")
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            self._indexes.pop(name, None)
-            return None
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._indexes.get(name)
-        if cached is not None and cached.signature == signature:
-            return cached
-        index = await self._runner.run(self._readIndex, path)
-        if index is None:
-            return None
-        self._indexes[name] = index
-        self._noteRepository(name)
-        return index
+        while True:
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                self._indexes.pop(name, None)
+                return None
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._indexes.get(name)
+            if cached is not None and cached.signature == signature:
+                return cached
+            if name in self._indexWriting:
+                # Our own write is landing: the file on disk ran ahead of
+                # the cache for a moment.  Answer from the cache (what every
+                # client whose change completed has seen confirmed); wait
+                # only when there is no cache yet.
+                if cached is not None:
+                    return cached
+                await self._whenWritten(name)
+                continue
+            waiting = Deferred()
+            waiters = self._indexReloads.get(name)
+            if waiters is not None:
+                waiters.append(waiting)
+            else:
+                self._indexReloads[name] = [waiting]
+                self._runner.run(self._readIndex, path).addBoth(self._reloaded, name)
+            index = await waiting
+            if index is None:
+                return None
+            if index.signature != signature:
+                continue
+            return index
+
+    def _reloaded(self, result, name: str) -> None:
+        waiters = self._indexReloads.pop(name, [])
+        if isinstance(result, RepositoryIndex):
+            current = self._indexes.get(name)
+            if current is None or current.signature != result.signature:
+                self._indexes[name] = result
+            self._noteRepository(name)
+        for waiting in waiters:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+
+    def _whenWritten(self, name: str) -> Deferred:
+        d = Deferred()
+        self._indexWaiters.setdefault(name, []).append(d)
+        return d
 
     def _readIndex(self, path: str) -> RepositoryIndex | None:
         try:
@@ -330,7 +363,8 @@ class LocalStore:
 
     async def _mutateIndex(self, name: str, change):
         """
-        Apply C{change(manifests) -> (newManifests or None, result)} to the
+        Apply C{change(entries) -> (changed, result)} (an L{IndexEntries} it
+        may modify) to the
         repository's index under the cross-process lock, in the disk pool.
 
         Changes to one repository are committed in groups: while one write
@@ -351,6 +385,8 @@ class LocalStore:
         batch = self._indexQueues.pop(name, None)
         if not batch:
             self._indexWriting.discard(name)
+            for waiting in self._indexWaiters.pop(name, []):
+                waiting.callback(None)
             return
         changes = [change for change, _ in batch]
         d = self._runner.run(self._mutateBlocking, name, changes, self._indexes.get(name))
@@ -390,26 +426,30 @@ class LocalStore:
                 signature = None
             if current is None or current.signature != signature:
                 current = self._readIndex(path)
-            manifests = list(current.manifests) if current else []
+            # The writer's own entries, changed in place, when they still
+            # describe the file (nobody else wrote it since); else re-read.
+            kept = self._writerEntries.pop(name, None)
+            if kept is not None and kept[0] == signature:
+                entries = kept[1]
+            else:
+                entries = IndexEntries.fromManifests(current.manifests if current else [])
             outcomes = []
             changed = False
             for change in changes:
                 try:
-                    newManifests, result = change(manifests)
+                    didChange, result = change(entries)
                 except Exception:
                     outcomes.append((False, Failure()))
                     continue
-                if newManifests is not None:
-                    manifests = newManifests
-                    changed = True
+                changed = changed or didChange
                 outcomes.append((True, result))
             if not changed:
+                self._writerEntries[name] = (signature, entries)
                 return current, outcomes
-            document = dict(_EMPTY_INDEX)
-            document["manifests"] = manifests
-            st = _writeAtomically(path, json.dumps(document).encode(), self._commit)
+            st = _writeAtomically(path, entries.serialize(), self._commit)
             signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-            return RepositoryIndex.fromManifests(signature, manifests), outcomes
+            self._writerEntries[name] = (signature, entries)
+            return entries.snapshot(signature), outcomes
 
     # -- blobs ------------------------------------------------------------------
 
@@ -684,17 +724,29 @@ class LocalStore:
             info = await self._runner.run(parseManifest, body, contentType, digest)
         else:
             info = parseManifest(body, contentType, digest)
-        await self._checkReferences(name, info)
-
+        index = await self._index(name)
+        known = index.byDigest if index is not None else {}
+        needed = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs] + [
+            (d.digest, self._blobPath(name, d.digest))
+            for d in info.children
+            if d.digest not in known
+        ]
         path = self._blobPath(name, digest)
 
-        def store():
+        def checkAndStore():
+            """
+            Blocking: refuse if a referenced blob is missing, else store the
+            manifest's bytes as a blob of the layout.
+            """
+            absent = [d for d, p in needed if not os.path.isfile(p)]
+            if absent:
+                raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
             self._ensureLayout(name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             if not os.path.isfile(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 _writeAtomically(path, body, self._commit)
 
-        await self._runner.run(store)
+        await self._runner.run(checkAndStore)
         self._manifestBodies.put(digest, body, len(body))
         self._manifestInfos.put(digest, info)
         descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
@@ -703,32 +755,15 @@ class LocalStore:
         ):
             descriptor["artifactType"] = info.artifactType
 
-        def change(manifests):
-            return _tagManifest(manifests, descriptor, tags), None
+        def change(entries):
+            if not tags:
+                return entries.add(descriptor), None
+            for tag in tags:
+                entries.tag(tag, descriptor)
+            return True, None
 
         await self._mutateIndex(name, change)
         return info
-
-    async def _checkReferences(self, name: str, info: ManifestInfo) -> None:
-        index = await self._index(name)
-        known = index.byDigest if index is not None else {}
-        blobPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs]
-        childPaths = [
-            (d.digest, self._blobPath(name, d.digest))
-            for d in info.children
-            if d.digest not in known
-        ]
-
-        def missing():
-            return [
-                digest
-                for digest, path in blobPaths + childPaths
-                if not os.path.isfile(path)
-            ]
-
-        absent = await self._runner.run(missing) if (blobPaths or childPaths) else []
-        if absent:
-            raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
 
     async def deleteManifest(self, name: str, reference: str) -> None:
         index = await self._requireIndex(name)
@@ -736,14 +771,12 @@ class LocalStore:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
         byDigest = oci.looksLikeDigest(reference)
 
-        def change(manifests):
+        def change(entries):
             if byDigest:
-                kept = [m for m in manifests if m.get("digest") != reference]
+                found = entries.removeDigest(reference)
             else:
-                kept = _untag(manifests, reference)
-            if len(kept) == len(manifests) and kept == manifests:
-                return None, False
-            return kept, True
+                found = entries.untag(reference)
+            return found, found
 
         changed = await self._mutateIndex(name, change)
         if not changed:
@@ -780,52 +813,3 @@ class LocalStore:
             return None
         self._manifestInfos.put(digest, info)
         return info
-
-
-def _untag(manifests: list, tag: str) -> list:
-    """
-    Remove C{tag} from an index's manifest list, keeping the manifest it
-    pointed at as an untagged entry when nothing else names it.
-    """
-    kept = []
-    removed = []
-    for m in manifests:
-        if (m.get("annotations") or {}).get(oci.REF_NAME) == tag:
-            removed.append(m)
-        else:
-            kept.append(m)
-    for m in removed:
-        digest = m.get("digest")
-        if not any(k.get("digest") == digest for k in kept):
-            untagged = {k: v for k, v in m.items() if k != "annotations"}
-            annotations = {
-                k: v for k, v in (m.get("annotations") or {}).items() if k != oci.REF_NAME
-            }
-            if annotations:
-                untagged["annotations"] = annotations
-            kept.append(untagged)
-    return kept
-
-
-def _tagManifest(manifests: list, descriptor: dict, tags: list) -> list:
-    """
-    Add a manifest to an index's list: one entry per tag (moving each tag
-    off whatever it named before), or one untagged entry when it has no tag
-    and is not listed yet.
-    """
-    digest = descriptor["digest"]
-    for tag in tags:
-        manifests = _untag(manifests, tag)
-    if tags:
-        manifests = [
-            m
-            for m in manifests
-            if not (m.get("digest") == digest and oci.REF_NAME not in (m.get("annotations") or {}))
-        ]
-        for tag in tags:
-            entry = dict(descriptor)
-            entry["annotations"] = {oci.REF_NAME: tag}
-            manifests.append(entry)
-    elif not any(m.get("digest") == digest for m in manifests):
-        manifests.append(dict(descriptor))
-    return manifests
