@@ -74,10 +74,10 @@ class RegistrySite(Site):
     noisy = False
     protocol = RegistryChannel
 
-    def __init__(self, store, authenticator=None, authorizer=None):
+    def __init__(self, store, authenticator=None, authorizer=None, limiter=None, audit=None):
         root = RootResource()
         api = RegistryAPI(store, authorizer)
-        root.putChild(b"v2", V2Resource(api, authenticator, authorizer))
+        root.putChild(b"v2", V2Resource(api, authenticator, authorizer, limiter, audit))
         self.root = root
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
         self.store = store
