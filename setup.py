@@ -65,6 +65,8 @@ setup(
         "zope.interface>=6.0,<9",
         "ldaptor>=21.2,<22",
         "bcrypt>=4.1,<6",
+        # Bearer token signatures (RS/PS/ES/EdDSA); also what pyopenssl uses.
+        "cryptography>=42",
     ],
     extras_require={
         # Test-only Python dependencies; system tools (skopeo, umoci, ...)

@@ -504,9 +504,7 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                     "storage.retention",
                     "storage.subPaths",
                     "http.realm",
-                    "http.ratelimit",
                     "http.compat",
-                    "log.audit",
                     "extensions.search",
                     "extensions.sync",
                     "extensions.metrics",
@@ -531,30 +529,48 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
 
     def test_eachAccessKeyRefused(self):
         """
-        Each access setting on its own is refused, naming what the registry
-        would lack.
+        Each access setting zotwist does not implement yet is refused on its
+        own, naming what the registry would lack: TLS, and each
+        authentication method other than bearer tokens.
         """
-        for key, lacking in [
-            ("tls", "TLS"),
-            ("auth", "authentication"),
-            ("accessControl", "access control"),
+        for keys, keyPath, lacking in [
+            ({"tls": ACCESS["tls"]}, "http.tls", "TLS"),
+            ({"auth": ACCESS["auth"]}, "http.auth.failDelay", "authentication"),
+            ({"auth": {"htpasswd": {"path": "/h"}}}, "http.auth.htpasswd", "authentication"),
+            ({"auth": {"ldap": ACCESS["auth"]["ldap"]}}, "http.auth.ldap", "authentication"),
         ]:
             self.assertRefused(
-                withKeys(FULL, http={key: ACCESS[key]}),
-                f"<config>: http.{key}: not implemented by zotwist yet, and zotwist "
+                withKeys(FULL, http=keys),
+                f"<config>: {keyPath}: not implemented by zotwist yet, and zotwist "
                 f"refuses to start rather than serve without {lacking}",
             )
 
-    def test_emptyAccessKeyRefused(self):
+    def test_accessControlNeedsAuthentication(self):
         """
-        Even an empty access section is refused: its presence is a request
-        zotwist cannot honour, and guessing what it meant could fail open.
+        zot's C{verify} rule: access control with user, group, default or
+        admin policies needs an authentication method to tell users apart.
         """
         self.assertRefused(
-            withKeys(MINIMAL, http={"auth": {}}),
-            "<config>: http.auth: not implemented by zotwist yet, and zotwist "
-            "refuses to start rather than serve without authentication",
+            withKeys(FULL, http={"accessControl": ACCESS["accessControl"]}),
+            "<config>: http.accessControl: needs an authentication method (http.auth "
+            "htpasswd, ldap, openid, apikey or bearer, or client certificates through "
+            "http.tls.cacert), or only anonymousPolicy entries",
         )
+
+    def test_emptyAccessKeyRefused(self):
+        """
+        Even an empty TLS section is refused: its presence is a request
+        zotwist cannot honour, and guessing what it meant could fail open.
+        An empty C{http.auth} names no method, so it loads and
+        authenticates nobody, as in zot.
+        """
+        self.assertRefused(
+            withKeys(MINIMAL, http={"tls": {}}),
+            "<config>: http.tls: not implemented by zotwist yet, and zotwist "
+            "refuses to start rather than serve without TLS",
+        )
+        config = parseConfig(withKeys(MINIMAL, http={"auth": {}}))
+        self.assertFalse(config.http.auth.hasAuthentication())
 
 
 class WarningTests(SynchronousTestCase):
@@ -1087,9 +1103,34 @@ class SchemaTests(SynchronousTestCase):
                 "distSpecVersion",
                 "extensions",
                 "http",
+                "http.accessControl",
+                "http.accessControl.adminPolicy",
+                "http.accessControl.adminPolicy.actions",
+                "http.accessControl.adminPolicy.groups",
+                "http.accessControl.adminPolicy.users",
+                "http.accessControl.groups",
+                "http.accessControl.groups.*.users",
+                "http.accessControl.repositories",
+                "http.accessControl.repositories.*.anonymousPolicy",
+                "http.accessControl.repositories.*.defaultPolicy",
+                "http.accessControl.repositories.*.policies",
+                "http.accessControl.repositories.*.policies[].actions",
+                "http.accessControl.repositories.*.policies[].groups",
+                "http.accessControl.repositories.*.policies[].users",
                 "http.address",
+                "http.auth",
+                "http.auth.bearer",
+                "http.auth.bearer.cert",
+                "http.auth.bearer.realm",
+                "http.auth.bearer.service",
                 "http.port",
+                "http.ratelimit",
+                "http.ratelimit.methods",
+                "http.ratelimit.methods[].method",
+                "http.ratelimit.methods[].rate",
+                "http.ratelimit.rate",
                 "log",
+                "log.audit",
                 "log.level",
                 "log.output",
                 "storage",
@@ -1100,15 +1141,30 @@ class SchemaTests(SynchronousTestCase):
 
     def test_refused(self):
         """
-        Every key under C{http.tls}, C{http.auth} and C{http.accessControl},
-        and nothing else, is refused.
+        Every key under C{http.tls}, every authentication method but the
+        bearer token's own keys, and policy conditions, and nothing else,
+        are refused.
         """
         statuses = keyStatuses()
         refused = {key for key, status in statuses.items() if status == REFUSED}
         self.assertIn("http.auth.ldap.baseDN", refused)
-        self.assertIn("http.accessControl.repositories.*.policies[].users", refused)
+        self.assertIn("http.auth.bearer.oidc", refused)
+        self.assertIn("http.accessControl.adminPolicy.conditions", refused)
+        self.assertIn(
+            "http.accessControl.repositories.*.policies[].conditions[].expression", refused
+        )
+        self.assertNotIn("http.accessControl.repositories.*.policies[].users", refused)
+        self.assertNotIn("http.auth.bearer.cert", refused)
         self.assertEqual(
             {key.split(".")[1] for key in refused}, {"tls", "auth", "accessControl"}
+        )
+        self.assertEqual(
+            {key for key in refused if key.startswith("http.accessControl.")},
+            {
+                key
+                for key in statuses
+                if key.startswith("http.accessControl.") and ".conditions" in key
+            },
         )
         self.assertTrue(all(key.startswith("http.") for key in refused))
 

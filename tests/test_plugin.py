@@ -244,20 +244,43 @@ class OptionsTests(SynchronousTestCase):
 
     def test_accessKeysRefused(self):
         """
-        Keys that restrict access (C{http.tls}, C{http.auth},
-        C{http.accessControl}) stop the registry from starting while they
-        are not implemented, rather than being ignored.
+        Keys that restrict access and are not implemented yet (C{http.tls},
+        C{http.auth.htpasswd}, policy C{conditions}) stop the registry from
+        starting, rather than being ignored.
         """
         settings = {
             "tls": {"cert": "/etc/zot/server.crt", "key": "/etc/zot/server.key"},
             "auth": {"htpasswd": {"path": "/etc/zot/htpasswd"}},
-            "accessControl": {"repositories": {"**": {"anonymousPolicy": ["read"]}}},
+            "accessControl": {
+                "repositories": {
+                    "**": {
+                        "anonymousPolicy": ["read"],
+                        "policies": [{"conditions": [{"expression": "true"}]}],
+                    }
+                }
+            },
         }
         for key, value in settings.items():
             document = self.goodDocument()
             document["http"][key] = value
             message = self.parseError(["--config", self.writeConfig(document)])
             self.assertIn(f"http.{key}", message)
+
+    def test_bearerCertUnreadable(self):
+        """
+        A bearer C{cert} that cannot be read stops the registry before it
+        starts, with one line naming the key and the file.
+        """
+        document = self.goodDocument()
+        missing = os.path.abspath(self.mktemp())
+        document["http"]["auth"] = {
+            "bearer": {"realm": "https://auth.example/token", "service": "zot",
+                       "cert": missing}
+        }
+        message = self.parseError(["--config", self.writeConfig(document)])
+        self.assertIn("http.auth.bearer.cert", message)
+        self.assertIn(missing, message)
+        self.assertNotIn("\n", message)
 
 
 class TwistdTests(TestCase):

@@ -39,6 +39,7 @@ from itertools import combinations
 from typing import Any
 
 from zotwist import DIST_SPEC_VERSION
+from zotwist.auth.policy import PatternError, compilePattern, containsOnlyAnonymousPolicy
 
 #: The key works in zotwist.
 IMPLEMENTED = "implemented"
@@ -1070,20 +1071,50 @@ class AWSSecretsManagerConfig:
 @dataclass(frozen=True)
 class BearerConfig:
     """
-    C{http.auth.bearer}: Docker token authentication.  The C{oidc} entries
-    are kept whole until bearer tokens are implemented.
+    C{http.auth.bearer}: Docker token authentication (distribution's token
+    spec): JWTs from an external token service, verified with the public
+    key in C{cert}.  The other token sources zot knows (C{oidc},
+    C{awsSecretsManager}, C{upstreamTokenEndpoint}) are refused until they
+    are implemented, and C{realm}, C{service} and C{cert} are then all
+    required: zot quietly turns bearer authentication off when one is
+    missing, which would leave the registry open.
     """
 
     realm: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
     service: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
     cert: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
     upstreamTokenEndpoint: UpstreamTokenEndpointConfig | None = field(
-        default=None, metadata=_zot(_Section(UpstreamTokenEndpointConfig))
+        default=None,
+        metadata=_zot(
+            _Section(UpstreamTokenEndpointConfig),
+            status=REFUSED,
+            refusal="the upstream token endpoint",
+        ),
     )
-    oidc: tuple[dict, ...] = field(default=(), metadata=_zot(_ListOf(_FREE_FORM)))
+    oidc: tuple[dict, ...] = field(
+        default=(),
+        metadata=_zot(_ListOf(_FREE_FORM), status=REFUSED, refusal="OIDC bearer tokens"),
+    )
     awsSecretsManager: AWSSecretsManagerConfig | None = field(
-        default=None, metadata=_zot(_Section(AWSSecretsManagerConfig))
+        default=None,
+        metadata=_zot(
+            _Section(AWSSecretsManagerConfig),
+            status=REFUSED,
+            refusal="keys from AWS Secrets Manager",
+        ),
     )
+
+    def _validate(self, path: str) -> None:
+        """
+        A token can only be verified with all three of C{realm} (where
+        clients get tokens), C{service} (the audience) and C{cert}.
+        """
+        for name in ("realm", "service", "cert"):
+            if not getattr(self, name):
+                raise _Invalid(
+                    _child(path, name),
+                    "required for bearer authentication (realm, service and cert)",
+                )
 
 
 @dataclass(frozen=True)
@@ -1108,27 +1139,58 @@ class MTLSConfig:
     emailSanIndex: int = field(default=0, metadata=_zot(_COUNT))
 
 
+_AUTHN = "authentication"
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     """
     C{http.auth}: how clients prove who they are.  C{openid} and
-    C{sessionDriver} are kept whole until they are implemented.
+    C{sessionDriver} are kept whole until they are implemented.  Each
+    method is refused on its own until it is implemented (C{bearer} is).
     """
 
-    failDelay: int = field(default=0, metadata=_zot(_COUNT))
+    failDelay: int = field(
+        default=0, metadata=_zot(_COUNT, status=REFUSED, refusal=_AUTHN)
+    )
     htpasswd: HTPasswdConfig | None = field(
-        default=None, metadata=_zot(_Section(HTPasswdConfig))
+        default=None,
+        metadata=_zot(_Section(HTPasswdConfig), status=REFUSED, refusal=_AUTHN),
     )
-    ldap: LDAPConfig | None = field(default=None, metadata=_zot(_Section(LDAPConfig)))
+    ldap: LDAPConfig | None = field(
+        default=None, metadata=_zot(_Section(LDAPConfig), status=REFUSED, refusal=_AUTHN)
+    )
     bearer: BearerConfig | None = field(
-        default=None, metadata=_zot(_Section(BearerConfig))
+        default=None, metadata=_zot(_Section(BearerConfig), status=IMPLEMENTED)
     )
-    openid: dict | None = field(default=None, metadata=_zot(_FREE_FORM))
-    apikey: bool = field(default=False, metadata=_zot(_BOOL))
-    sessionKeysFile: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
-    sessionDriver: dict | None = field(default=None, metadata=_zot(_FREE_FORM))
-    secureSession: bool | None = field(default=None, metadata=_zot(_BOOL))
-    mtls: MTLSConfig | None = field(default=None, metadata=_zot(_Section(MTLSConfig)))
+    openid: dict | None = field(
+        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal=_AUTHN)
+    )
+    apikey: bool = field(
+        default=False, metadata=_zot(_BOOL, status=REFUSED, refusal=_AUTHN)
+    )
+    sessionKeysFile: str | None = field(
+        default=None, metadata=_zot(_OPTIONAL_STRING, status=REFUSED, refusal=_AUTHN)
+    )
+    sessionDriver: dict | None = field(
+        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal=_AUTHN)
+    )
+    secureSession: bool | None = field(
+        default=None, metadata=_zot(_BOOL, status=REFUSED, refusal=_AUTHN)
+    )
+    mtls: MTLSConfig | None = field(
+        default=None, metadata=_zot(_Section(MTLSConfig), status=REFUSED, refusal=_AUTHN)
+    )
+
+    def hasAuthentication(self) -> bool:
+        """
+        Whether any method that establishes a user is configured (zot's
+        C{IsBasicAuthnEnabled} or C{IsBearerAuthEnabled}; mTLS is decided
+        by C{http.tls.cacert}).
+        """
+        return bool(
+            self.htpasswd or self.ldap or self.openid or self.apikey or self.bearer
+        )
 
 
 @dataclass(frozen=True)
@@ -1156,7 +1218,10 @@ class Policy:
     actions: tuple[str, ...] = field(default=(), metadata=_zot(_ACTIONS))
     groups: tuple[str, ...] = field(default=(), metadata=_zot(_STRINGS))
     conditions: tuple[Condition, ...] = field(
-        default=(), metadata=_zot(_ListOf(_Section(Condition)))
+        default=(),
+        metadata=_zot(
+            _ListOf(_Section(Condition)), status=REFUSED, refusal="policy conditions"
+        ),
     )
 
 
@@ -1195,7 +1260,9 @@ class MetricsAccessConfig:
 @dataclass(frozen=True)
 class AccessControlConfig:
     """
-    C{http.accessControl}: who may do what to which repositories.
+    C{http.accessControl}: who may do what to which repositories (see
+    L{zotwist.auth.policy} for the rules).  C{metrics} is typed and kept
+    for the metrics endpoint, which does not exist yet.
     """
 
     repositories: dict[str, PolicyGroup] = field(
@@ -1206,8 +1273,22 @@ class AccessControlConfig:
         default_factory=dict, metadata=_zot(_MapOf(_Section(Group)))
     )
     metrics: MetricsAccessConfig | None = field(
-        default=None, metadata=_zot(_Section(MetricsAccessConfig))
+        default=None,
+        metadata=_zot(_Section(MetricsAccessConfig), status=NOT_IMPLEMENTED),
     )
+
+    def _validate(self, path: str) -> None:
+        """
+        Every repository glob must compile, as zot's C{verify} checks.
+        """
+        for pattern in self.repositories:
+            try:
+                compilePattern(pattern)
+            except PatternError as e:
+                raise _Invalid(
+                    _child(_child(path, "repositories"), pattern),
+                    f"not a valid repository glob: {e}",
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -1225,7 +1306,9 @@ class MethodRatelimit:
 @dataclass(frozen=True)
 class RatelimitConfig:
     """
-    C{http.ratelimit}: requests per second, overall and per method.
+    C{http.ratelimit}: requests per second from one client address, overall
+    (C{rate}) and per HTTP method (C{methods}); see
+    L{zotwist.web.ratelimit}.  A rate of 0 means no limit.
     """
 
     rate: int | None = field(default=None, metadata=_zot(_COUNT))
@@ -1239,9 +1322,10 @@ class HTTPConfig:
     """
     C{http}: the listening socket and everything about requests.
 
-    C{tls}, C{auth} and C{accessControl} are L{REFUSED} until implemented:
-    a registry that silently served plain HTTP to everyone when its
-    operator asked for TLS, logins or policies would fail open.
+    Access keys not implemented yet (C{tls}, the C{auth} methods other than
+    C{bearer}, policy C{conditions}) are L{REFUSED}: a registry that
+    silently served plain HTTP to everyone when its operator asked for TLS,
+    logins or policies would fail open.
 
     @ivar address: the interface to listen on.
     @ivar port: the TCP port; 0 picks a free one.
@@ -1274,22 +1358,38 @@ class HTTPConfig:
         default=None, metadata=_zot(_Section(TLSConfig), status=REFUSED, refusal="TLS")
     )
     auth: AuthConfig | None = field(
-        default=None,
-        metadata=_zot(_Section(AuthConfig), status=REFUSED, refusal="authentication"),
+        default=None, metadata=_zot(_Section(AuthConfig), status=IMPLEMENTED)
     )
     accessControl: AccessControlConfig | None = field(
         default=None,
-        metadata=_zot(
-            _Section(AccessControlConfig), status=REFUSED, refusal="access control"
-        ),
+        metadata=_zot(_Section(AccessControlConfig), status=IMPLEMENTED),
     )
     realm: str = field(default="zot", metadata=_zot(_STRING, status=NOT_IMPLEMENTED))
     ratelimit: RatelimitConfig | None = field(
-        default=None, metadata=_zot(_Section(RatelimitConfig), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_Section(RatelimitConfig), status=IMPLEMENTED)
     )
     compat: tuple[str, ...] = field(
         default=(), metadata=_zot(_ListOf(_Choice("docker2s2")), status=NOT_IMPLEMENTED)
     )
+
+    def _validate(self, path: str) -> None:
+        """
+        zot's C{verify} rule: access control needs a way to tell users
+        apart (an authentication method, or client certificates through
+        C{tls.cacert}), unless it only grants to anonymous callers.
+        """
+        if self.accessControl is None:
+            return
+        authenticated = (self.auth is not None and self.auth.hasAuthentication()) or bool(
+            self.tls is not None and self.tls.cacert
+        )
+        if not authenticated and not containsOnlyAnonymousPolicy(self.accessControl):
+            raise _Invalid(
+                _child(path, "accessControl"),
+                "needs an authentication method (http.auth htpasswd, ldap, openid, "
+                "apikey or bearer, or client certificates through http.tls.cacert), "
+                "or only anonymousPolicy entries",
+            )
 
 
 # -- log ----------------------------------------------------------------------
@@ -1313,7 +1413,7 @@ class LogConfig:
         default=None, metadata=_zot(_OPTIONAL_STRING, status=IMPLEMENTED)
     )
     audit: str | None = field(
-        default=None, metadata=_zot(_OPTIONAL_STRING, status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_OPTIONAL_STRING, status=IMPLEMENTED)
     )
 
 

@@ -11,11 +11,15 @@ L{makeServiceFromConfig} builds the same service for twistd and for tests.
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from zotwist.auth.authorizer import buildAuthorizer
+from zotwist.auth.bearer import bearerKeysFromConfig, buildBearerAuthenticator
 from zotwist.config import ConfigError, loadConfig
 from zotwist.logs import LogService
 from zotwist.service import HTTPService, StoreService
 from zotwist.storage.local import LocalStore
 from zotwist.threads import ThreadPoolRunner
+from zotwist.web.audit import buildAuditLog
+from zotwist.web.ratelimit import buildRateLimiter
 from zotwist.web.site import RegistrySite
 
 
@@ -33,6 +37,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self["loadedConfig"] = loadConfig(self["config"])
+            # Key files are read now, so that a bad one ends in one line.
+            bearerKeysFromConfig(self["loadedConfig"])
         except ConfigError as e:
             raise usage.UsageError(str(e))
 
@@ -55,7 +61,17 @@ def makeServiceFromConfig(config, reactor=None) -> MultiService:
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
     sender.setServiceParent(top)
-    site = RegistrySite(store, sender=sender)
+    audit = buildAuditLog(config, reactor)
+    if audit is not None:
+        audit.setServiceParent(top)  # opened before the port is
+    site = RegistrySite(
+        store,
+        buildBearerAuthenticator(config, reactor),
+        buildAuthorizer(config, store),
+        limiter=buildRateLimiter(config, reactor),
+        audit=audit,
+        sender=sender,
+    )
     http = HTTPService(reactor, site, config.http.address, config.http.port, storeService)
     http.setServiceParent(top)
     return top

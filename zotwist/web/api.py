@@ -143,7 +143,11 @@ class RegistryAPI:
     # -- catalog -------------------------------------------------------------
 
     async def catalog_GET(self, request):
-        names = [n for n in await self._store.catalog() if self._mayRead(request, n)]
+        # An authorizer may list more than it lets read (a token's catalog
+        # grant lists every repository); mayRead decides otherwise.
+        mayList = getattr(self._authorizer, "mayList", self._authorizer.mayRead)
+        identity = getattr(request, "identity", None)
+        names = [n for n in await self._store.catalog() if mayList(identity, n)]
         page, link = _paginate(request, names, "/v2/_catalog", "repositories")
         if link:
             request.setHeader(b"Link", link.encode())

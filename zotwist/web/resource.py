@@ -64,16 +64,23 @@ class V2Resource(Resource):
     Everything under C{/v2}, as one leaf.
 
     @param api: the L{zotwist.web.api.RegistryAPI} holding the handlers.
+    @param limiter: a L{zotwist.web.ratelimit.RateLimiter} consulted before
+        anything else (so an over-eager client costs no authentication),
+        or L{None}.
+    @param audit: a L{zotwist.web.audit.AuditLog} told about every request,
+        or L{None}.
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, api, authenticator=None, authorizer=None):
+    def __init__(self, api, authenticator=None, authorizer=None, limiter=None, audit=None):
         super().__init__()
         self._api = api
         self._authenticator = authenticator or NoAuthentication()
         self._authorizer = authorizer or AllowEverything()
+        self._limiter = limiter
+        self._audit = audit
 
     async def _handle(self, request, route, method: str):
         """
@@ -91,6 +98,15 @@ class V2Resource(Resource):
         request.route = None
         request.setHeader(*API_VERSION_HEADER)
         method = request.method.decode("ascii", "replace").upper()
+        if self._audit is not None:
+            self._audit.watch(request, method)
+        if self._limiter is not None:
+            wait = self._limiter.check(method, getattr(request.getClientAddress(), "host", ""))
+            if wait is not None:
+                sendError(request, RegistryError(
+                    "TOOMANYREQUESTS", headers={"Retry-After": str(wait)}
+                ))
+                return NOT_DONE_YET
         route = matchRoute(request.path)
         if route is None:
             sendError(request, RegistryError("UNSUPPORTED", message="no such endpoint", status=404))

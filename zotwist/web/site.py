@@ -74,10 +74,12 @@ class RegistrySite(Site):
     noisy = False
     protocol = RegistryChannel
 
-    def __init__(self, store, authenticator=None, authorizer=None, sender=None):
+    def __init__(
+        self, store, authenticator=None, authorizer=None, limiter=None, audit=None, sender=None
+    ):
         root = RootResource()
         api = RegistryAPI(store, authorizer, sender)
-        root.putChild(b"v2", V2Resource(api, authenticator, authorizer))
+        root.putChild(b"v2", V2Resource(api, authenticator, authorizer, limiter, audit))
         self.root = root
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
         self.store = store
