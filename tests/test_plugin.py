@@ -245,8 +245,9 @@ class OptionsTests(SynchronousTestCase):
     def test_accessKeysRefused(self):
         """
         Keys that restrict access (C{http.tls}, C{http.auth},
-        C{http.accessControl}) stop the registry from starting while they
-        are not implemented, rather than being ignored.
+        C{http.accessControl}) stop the registry from starting when they
+        cannot be honoured (here: certificate and htpasswd files that do not
+        exist) or are not implemented yet, rather than being ignored.
         """
         settings = {
             "tls": {"cert": "/etc/zot/server.crt", "key": "/etc/zot/server.key"},

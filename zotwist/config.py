@@ -994,7 +994,8 @@ class StorageConfig:
 class TLSConfig:
     """
     C{http.tls} (and C{cluster.tls}): certificate files; C{cacert} turns on
-    client certificate verification.
+    client certificate verification.  For C{http.tls} the files themselves
+    are checked when the server is built (L{zotwist.tls}).
     """
 
     cert: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
@@ -1097,7 +1098,17 @@ class MTLSConfig:
         metadata=_zot(
             _ListOf(
                 _Choice(
-                    "CommonName", "Subject", "Email", "URI", "DNSName", foldCase=True
+                    "CommonName",
+                    "CN",
+                    "Subject",
+                    "DN",
+                    "Email",
+                    "rfc822name",
+                    "URI",
+                    "URL",
+                    "DNSName",
+                    "DNS",
+                    foldCase=True,
                 )
             )
         ),
@@ -1107,12 +1118,26 @@ class MTLSConfig:
     dnsSanIndex: int = field(default=0, metadata=_zot(_COUNT))
     emailSanIndex: int = field(default=0, metadata=_zot(_COUNT))
 
+    def _validate(self, path: str) -> None:
+        """
+        C{uriSanPattern} must compile (zot checks it at start-up too).
+        """
+        if self.uriSanPattern:
+            try:
+                re.compile(self.uriSanPattern)
+            except re.error as e:
+                raise _Invalid(
+                    _child(path, "uriSanPattern"), f"not a regular expression: {e}"
+                ) from None
+
 
 @dataclass(frozen=True)
 class AuthConfig:
     """
-    C{http.auth}: how clients prove who they are.  C{openid} and
-    C{sessionDriver} are kept whole until they are implemented.
+    C{http.auth}: how clients prove who they are.  htpasswd, LDAP, mTLS
+    and C{failDelay} are implemented (L{zotwist.auth}); the other methods
+    are refused until they are.  C{openid} and C{sessionDriver} are kept
+    whole until they are implemented.
     """
 
     failDelay: int = field(default=0, metadata=_zot(_COUNT))
@@ -1121,13 +1146,28 @@ class AuthConfig:
     )
     ldap: LDAPConfig | None = field(default=None, metadata=_zot(_Section(LDAPConfig)))
     bearer: BearerConfig | None = field(
-        default=None, metadata=_zot(_Section(BearerConfig))
+        default=None,
+        metadata=_zot(
+            _Section(BearerConfig), status=REFUSED, refusal="bearer token authentication"
+        ),
     )
-    openid: dict | None = field(default=None, metadata=_zot(_FREE_FORM))
-    apikey: bool = field(default=False, metadata=_zot(_BOOL))
-    sessionKeysFile: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
-    sessionDriver: dict | None = field(default=None, metadata=_zot(_FREE_FORM))
-    secureSession: bool | None = field(default=None, metadata=_zot(_BOOL))
+    openid: dict | None = field(
+        default=None,
+        metadata=_zot(_FREE_FORM, status=REFUSED, refusal="OpenID authentication"),
+    )
+    apikey: bool = field(
+        default=False, metadata=_zot(_BOOL, status=REFUSED, refusal="API keys")
+    )
+    sessionKeysFile: str | None = field(
+        default=None,
+        metadata=_zot(_OPTIONAL_STRING, status=REFUSED, refusal="login sessions"),
+    )
+    sessionDriver: dict | None = field(
+        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal="login sessions")
+    )
+    secureSession: bool | None = field(
+        default=None, metadata=_zot(_BOOL, status=REFUSED, refusal="login sessions")
+    )
     mtls: MTLSConfig | None = field(default=None, metadata=_zot(_Section(MTLSConfig)))
 
 
@@ -1239,9 +1279,10 @@ class HTTPConfig:
     """
     C{http}: the listening socket and everything about requests.
 
-    C{tls}, C{auth} and C{accessControl} are L{REFUSED} until implemented:
-    a registry that silently served plain HTTP to everyone when its
-    operator asked for TLS, logins or policies would fail open.
+    C{tls} and the C{auth} methods htpasswd, LDAP and mTLS are implemented;
+    C{accessControl} and the other C{auth} methods are L{REFUSED} until
+    they are: a registry that silently served everyone when its operator
+    asked for logins or policies would fail open.
 
     @ivar address: the interface to listen on.
     @ivar port: the TCP port; 0 picks a free one.
@@ -1271,11 +1312,10 @@ class HTTPConfig:
         default=None, metadata=_zot(_DURATION, status=ACCEPTED)
     )
     tls: TLSConfig | None = field(
-        default=None, metadata=_zot(_Section(TLSConfig), status=REFUSED, refusal="TLS")
+        default=None, metadata=_zot(_Section(TLSConfig), status=IMPLEMENTED)
     )
     auth: AuthConfig | None = field(
-        default=None,
-        metadata=_zot(_Section(AuthConfig), status=REFUSED, refusal="authentication"),
+        default=None, metadata=_zot(_Section(AuthConfig), status=IMPLEMENTED)
     )
     accessControl: AccessControlConfig | None = field(
         default=None,
@@ -1283,13 +1323,39 @@ class HTTPConfig:
             _Section(AccessControlConfig), status=REFUSED, refusal="access control"
         ),
     )
-    realm: str = field(default="zot", metadata=_zot(_STRING, status=NOT_IMPLEMENTED))
+    realm: str = field(default="zot", metadata=_zot(_STRING, status=IMPLEMENTED))
     ratelimit: RatelimitConfig | None = field(
         default=None, metadata=_zot(_Section(RatelimitConfig), status=NOT_IMPLEMENTED)
     )
     compat: tuple[str, ...] = field(
         default=(), metadata=_zot(_ListOf(_Choice("docker2s2")), status=NOT_IMPLEMENTED)
     )
+
+    def _validate(self, path: str) -> None:
+        """
+        Checks across C{tls} and C{auth} (see L{_checkTransportAndLogin}).
+        """
+        _checkTransportAndLogin(self, path)
+
+
+def _checkTransportAndLogin(http: "HTTPConfig", path: str) -> None:
+    """
+    zot's checks that involve both C{http.tls} and C{http.auth}: TLS needs
+    a certificate and its key, and C{auth.mtls} needs C{tls.cacert}, the CA
+    client certificates are verified against.  (The files themselves are
+    read when the server is built, by L{zotwist.tls}.)
+    """
+    tlsPath = _child(path, "tls")
+    if http.tls is not None:
+        for name in ("cert", "key"):
+            if not getattr(http.tls, name):
+                raise _Invalid(_child(tlsPath, name), "required when http.tls is given")
+    if http.auth is not None and http.auth.mtls is not None:
+        if http.tls is None or not http.tls.cacert:
+            raise _Invalid(
+                _child(_child(path, "auth"), "mtls"),
+                "needs http.tls.cacert: client certificates are verified against it",
+            )
 
 
 # -- log ----------------------------------------------------------------------

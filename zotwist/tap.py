@@ -11,6 +11,12 @@ L{makeServiceFromConfig} builds the same service for twistd and for tests.
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from zotwist.auth.authenticator import (
+    buildAuthenticator,
+    buildAuthorizer,
+    buildTLSOptions,
+    checkSecurityConfig,
+)
 from zotwist.config import ConfigError, loadConfig
 from zotwist.logs import LogService
 from zotwist.service import HTTPService, StoreService
@@ -33,6 +39,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self["loadedConfig"] = loadConfig(self["config"])
+            checkSecurityConfig(self["loadedConfig"])
         except ConfigError as e:
             raise usage.UsageError(str(e))
 
@@ -51,8 +58,14 @@ def makeServiceFromConfig(config, reactor=None) -> MultiService:
     store = LocalStore(config.storage.rootDirectory, runner, commit=config.storage.commit)
     storeService = StoreService(store)
     storeService.setServiceParent(top)
-    site = RegistrySite(store)
-    http = HTTPService(reactor, site, config.http.address, config.http.port, storeService)
+    tlsOptions = buildTLSOptions(config)
+    auth = ThreadPoolRunner(reactor, minThreads=0, maxThreads=4, name="auth")
+    auth.setServiceParent(top)
+    authenticator = buildAuthenticator(config, reactor, auth)
+    site = RegistrySite(store, authenticator, buildAuthorizer(config))
+    http = HTTPService(
+        reactor, site, config.http.address, config.http.port, storeService, tlsOptions
+    )
     http.setServiceParent(top)
     return top
 
