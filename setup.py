@@ -62,6 +62,8 @@ setup(
         "treq>=24.9,<27",
         "pyopenssl>=24.3,<27",
         "service-identity>=24.1,<27",
+        # zotwist.tls checks certificates and keys with it (pyOpenSSL needs it too).
+        "cryptography>=42",
         "zope.interface>=6.0,<9",
         "ldaptor>=21.2,<22",
         "bcrypt>=4.1,<6",

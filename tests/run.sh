@@ -17,7 +17,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages the tests use: the real clients and servers we test
 # against. Add new ones here (e.g. slapd, redis-server, ceph).
-TEST_PACKAGES="ca-certificates skopeo umoci"
+# slapd and ldap-utils: the LDAP tests start their own slapd (own config and
+# database in a temporary directory, on 127.0.0.1) and load it with ldapadd.
+TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils"
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZOTWIST_TEST_VENV:-/opt/zotwist-test}
@@ -46,6 +48,9 @@ missing=$(missingPackages $TEST_PACKAGES)
 if [ -n "$missing" ]; then
     [ "$(id -u)" -eq 0 ] || die "missing Debian packages: $missing(run me as root to install them)"
     say "installing $missing"
+    # Install slapd without a directory of its own and without starting the
+    # system's slapd: the tests never use it.
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
     apt-get update -q </dev/null
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing </dev/null

@@ -132,14 +132,19 @@ class VerifyTests(CLITestCase):
 
     def test_refused(self):
         """
-        A config asking for TLS is refused by verify, as it would be by
-        serve.
+        A config asking for something not implemented yet (API keys), or
+        for TLS with certificate files that do not exist, is refused by
+        verify with one line, as it would be by serve.
         """
-        path = self.goodConfig(http={"tls": {"cert": "c", "key": "k"}})
-        status, out, err = self.zot("verify", path)
-        self.assertEqual((status, out), (1, ""))
-        self.assertIn("http.tls: not implemented by zotwist yet", err)
-        self.assertEqual(len(err.splitlines()), 1)
+        for http, expected in [
+            ({"auth": {"apikey": True}}, "http.auth.apikey: not implemented by zotwist yet"),
+            ({"tls": {"cert": "c", "key": "k"}}, "http.tls.cert: cannot read"),
+        ]:
+            path = self.goodConfig(http=http)
+            status, out, err = self.zot("verify", path)
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn(expected, err)
+            self.assertEqual(len(err.splitlines()), 1)
 
     def test_missingFile(self):
         """

@@ -503,7 +503,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                     "storage.maxRepos",
                     "storage.retention",
                     "storage.subPaths",
-                    "http.realm",
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
@@ -515,33 +514,37 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
             ),
         )
 
-    def test_withAccessRefused(self):
+    def test_withAccessLoads(self):
         """
-        The example as written, with TLS, logins and policies, is refused at
-        the first of them rather than served openly.
+        The example as written, with TLS, logins, policies and a rate limit,
+        loads: every access key in it is implemented.  (Whether the files it
+        names exist is checked when the server is built.)
         """
-        self.assertRefused(
-            withKeys(FULL, http=ACCESS),
-            "zot.json: http.tls: not implemented by zotwist yet, and zotwist refuses "
-            "to start rather than serve without TLS",
-            "zot.json",
+        config = parseConfig(withKeys(FULL, http=ACCESS))
+        self.assertEqual(config.http.tls.cacert, "/etc/zot/ca.crt")
+        self.assertEqual(config.http.auth.ldap.userGroupAttribute, "memberOf")
+        self.assertEqual(config.http.auth.failDelay, 5)
+        self.assertEqual(
+            config.http.accessControl.repositories["prod/**"].policies[0].users, ("ci",)
         )
 
     def test_eachAccessKeyRefused(self):
         """
         Each access setting zotwist does not implement yet is refused on its
-        own, naming what the registry would lack: TLS, and each
-        authentication method other than bearer tokens.
+        own, naming what the registry would lack.
         """
-        for keys, keyPath, lacking in [
-            ({"tls": ACCESS["tls"]}, "http.tls", "TLS"),
-            ({"auth": ACCESS["auth"]}, "http.auth.failDelay", "authentication"),
-            ({"auth": {"htpasswd": {"path": "/h"}}}, "http.auth.htpasswd", "authentication"),
-            ({"auth": {"ldap": ACCESS["auth"]["ldap"]}}, "http.auth.ldap", "authentication"),
+        for keys, path, lacking in [
+            ({"auth": {"openid": {"providers": {}}}}, "http.auth.openid", "OpenID authentication"),
+            ({"auth": {"apikey": True}}, "http.auth.apikey", "API keys"),
+            (
+                {"auth": {"sessionKeysFile": "/k.json"}},
+                "http.auth.sessionKeysFile",
+                "login sessions",
+            ),
         ]:
             self.assertRefused(
                 withKeys(FULL, http=keys),
-                f"<config>: {keyPath}: not implemented by zotwist yet, and zotwist "
+                f"<config>: {path}: not implemented by zotwist yet, and zotwist "
                 f"refuses to start rather than serve without {lacking}",
             )
 
@@ -559,15 +562,14 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
 
     def test_emptyAccessKeyRefused(self):
         """
-        Even an empty TLS section is refused: its presence is a request
-        zotwist cannot honour, and guessing what it meant could fail open.
-        An empty C{http.auth} names no method, so it loads and
-        authenticates nobody, as in zot.
+        Even an empty TLS section is refused: its presence asks for HTTPS,
+        which cannot be served without a certificate and key, and guessing
+        what it meant could fail open.  An empty C{http.auth} names no
+        method, so it loads and authenticates nobody, as in zot.
         """
         self.assertRefused(
             withKeys(MINIMAL, http={"tls": {}}),
-            "<config>: http.tls: not implemented by zotwist yet, and zotwist "
-            "refuses to start rather than serve without TLS",
+            "<config>: http.tls.cert: required when http.tls is given",
         )
         config = parseConfig(withKeys(MINIMAL, http={"auth": {}}))
         self.assertFalse(config.http.auth.hasAuthentication())
@@ -1123,12 +1125,41 @@ class SchemaTests(SynchronousTestCase):
                 "http.auth.bearer.cert",
                 "http.auth.bearer.realm",
                 "http.auth.bearer.service",
+                "http.auth.failDelay",
+                "http.auth.htpasswd",
+                "http.auth.htpasswd.path",
+                "http.auth.ldap",
+                "http.auth.ldap.address",
+                "http.auth.ldap.baseDN",
+                "http.auth.ldap.bindDN",
+                "http.auth.ldap.bindPassword",
+                "http.auth.ldap.caCert",
+                "http.auth.ldap.credentialsFile",
+                "http.auth.ldap.insecure",
+                "http.auth.ldap.port",
+                "http.auth.ldap.skipVerify",
+                "http.auth.ldap.startTLS",
+                "http.auth.ldap.subtreeSearch",
+                "http.auth.ldap.userAttribute",
+                "http.auth.ldap.userFilter",
+                "http.auth.ldap.userGroupAttribute",
+                "http.auth.mtls",
+                "http.auth.mtls.dnsSanIndex",
+                "http.auth.mtls.emailSanIndex",
+                "http.auth.mtls.identityAttributes",
+                "http.auth.mtls.uriSanIndex",
+                "http.auth.mtls.uriSanPattern",
                 "http.port",
                 "http.ratelimit",
                 "http.ratelimit.methods",
                 "http.ratelimit.methods[].method",
                 "http.ratelimit.methods[].rate",
                 "http.ratelimit.rate",
+                "http.realm",
+                "http.tls",
+                "http.tls.cacert",
+                "http.tls.cert",
+                "http.tls.key",
                 "log",
                 "log.audit",
                 "log.level",
@@ -1141,22 +1172,31 @@ class SchemaTests(SynchronousTestCase):
 
     def test_refused(self):
         """
-        Every key under C{http.tls}, every authentication method but the
-        bearer token's own keys, and policy conditions, and nothing else,
-        are refused.
+        Policy C{conditions}, the bearer extras and the authentication
+        methods not implemented yet (openid, API keys, sessions), and nothing
+        else, are refused.
         """
         statuses = keyStatuses()
         refused = {key for key, status in statuses.items() if status == REFUSED}
-        self.assertIn("http.auth.ldap.baseDN", refused)
         self.assertIn("http.auth.bearer.oidc", refused)
         self.assertIn("http.accessControl.adminPolicy.conditions", refused)
         self.assertIn(
             "http.accessControl.repositories.*.policies[].conditions[].expression", refused
         )
-        self.assertNotIn("http.accessControl.repositories.*.policies[].users", refused)
-        self.assertNotIn("http.auth.bearer.cert", refused)
+        for implemented in [
+            "http.auth.ldap.baseDN",
+            "http.auth.htpasswd.path",
+            "http.tls.cacert",
+            "http.auth.bearer.cert",
+            "http.accessControl.repositories.*.policies[].users",
+        ]:
+            self.assertNotIn(implemented, refused)
         self.assertEqual(
-            {key.split(".")[1] for key in refused}, {"tls", "auth", "accessControl"}
+            {key.split(".")[1] for key in refused}, {"auth", "accessControl"}
+        )
+        self.assertEqual(
+            {key.split(".")[2] for key in refused if key.startswith("http.auth.")},
+            {"bearer", "openid", "apikey", "sessionKeysFile", "sessionDriver", "secureSession"},
         )
         self.assertEqual(
             {key for key in refused if key.startswith("http.accessControl.")},
@@ -1191,7 +1231,6 @@ class SchemaTests(SynchronousTestCase):
             "storage.cacheDriver",
             "storage.subPaths.*.rootDirectory",
             "storage.retention.policies[].keepTags[].patterns",
-            "http.realm",
             "http.externalUrl",
             "extensions.metrics.prometheus.path",
             "extensions.scrub.interval",

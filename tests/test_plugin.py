@@ -244,9 +244,10 @@ class OptionsTests(SynchronousTestCase):
 
     def test_accessKeysRefused(self):
         """
-        Keys that restrict access and are not implemented yet (C{http.tls},
-        C{http.auth.htpasswd}, policy C{conditions}) stop the registry from
-        starting, rather than being ignored.
+        Keys that restrict access stop the registry from starting when they
+        cannot be honoured (here: certificate and htpasswd files that do not
+        exist) or are not implemented yet (policy C{conditions}), rather than
+        being ignored.
         """
         settings = {
             "tls": {"cert": "/etc/zot/server.crt", "key": "/etc/zot/server.key"},

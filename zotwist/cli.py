@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from zotwist.auth.authenticator import checkSecurityConfig
 from zotwist.config import ConfigError, loadConfig
 
 #: Starts twistd in the running interpreter.  C{python -m twisted} would run
@@ -77,6 +78,7 @@ def _verify(path: str) -> int:
     """
     try:
         config = loadConfig(path)
+        checkSecurityConfig(config)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
@@ -97,7 +99,7 @@ def _serve(path: str) -> int:
         it starts, this function does not return.
     """
     try:
-        loadConfig(path)
+        checkSecurityConfig(loadConfig(path))
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1

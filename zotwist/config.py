@@ -995,7 +995,8 @@ class StorageConfig:
 class TLSConfig:
     """
     C{http.tls} (and C{cluster.tls}): certificate files; C{cacert} turns on
-    client certificate verification.
+    client certificate verification.  For C{http.tls} the files themselves
+    are checked when the server is built (L{zotwist.tls}).
     """
 
     cert: str | None = field(default=None, metadata=_zot(_OPTIONAL_STRING))
@@ -1128,7 +1129,17 @@ class MTLSConfig:
         metadata=_zot(
             _ListOf(
                 _Choice(
-                    "CommonName", "Subject", "Email", "URI", "DNSName", foldCase=True
+                    "CommonName",
+                    "CN",
+                    "Subject",
+                    "DN",
+                    "Email",
+                    "rfc822name",
+                    "URI",
+                    "URL",
+                    "DNSName",
+                    "DNS",
+                    foldCase=True,
                 )
             )
         ),
@@ -1138,49 +1149,54 @@ class MTLSConfig:
     dnsSanIndex: int = field(default=0, metadata=_zot(_COUNT))
     emailSanIndex: int = field(default=0, metadata=_zot(_COUNT))
 
-
-_AUTHN = "authentication"
+    def _validate(self, path: str) -> None:
+        """
+        C{uriSanPattern} must compile (zot checks it at start-up too).
+        """
+        if self.uriSanPattern:
+            try:
+                re.compile(self.uriSanPattern)
+            except re.error as e:
+                raise _Invalid(
+                    _child(path, "uriSanPattern"), f"not a regular expression: {e}"
+                ) from None
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     """
-    C{http.auth}: how clients prove who they are.  C{openid} and
-    C{sessionDriver} are kept whole until they are implemented.  Each
-    method is refused on its own until it is implemented (C{bearer} is).
+    C{http.auth}: how clients prove who they are.  htpasswd, LDAP, mTLS,
+    bearer tokens and C{failDelay} are implemented (L{zotwist.auth}); the
+    other methods are refused until they are.  C{openid} and
+    C{sessionDriver} are kept whole until they are implemented.
     """
 
-    failDelay: int = field(
-        default=0, metadata=_zot(_COUNT, status=REFUSED, refusal=_AUTHN)
-    )
+    failDelay: int = field(default=0, metadata=_zot(_COUNT))
     htpasswd: HTPasswdConfig | None = field(
-        default=None,
-        metadata=_zot(_Section(HTPasswdConfig), status=REFUSED, refusal=_AUTHN),
+        default=None, metadata=_zot(_Section(HTPasswdConfig))
     )
-    ldap: LDAPConfig | None = field(
-        default=None, metadata=_zot(_Section(LDAPConfig), status=REFUSED, refusal=_AUTHN)
-    )
+    ldap: LDAPConfig | None = field(default=None, metadata=_zot(_Section(LDAPConfig)))
     bearer: BearerConfig | None = field(
         default=None, metadata=_zot(_Section(BearerConfig), status=IMPLEMENTED)
     )
     openid: dict | None = field(
-        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal=_AUTHN)
+        default=None,
+        metadata=_zot(_FREE_FORM, status=REFUSED, refusal="OpenID authentication"),
     )
     apikey: bool = field(
-        default=False, metadata=_zot(_BOOL, status=REFUSED, refusal=_AUTHN)
+        default=False, metadata=_zot(_BOOL, status=REFUSED, refusal="API keys")
     )
     sessionKeysFile: str | None = field(
-        default=None, metadata=_zot(_OPTIONAL_STRING, status=REFUSED, refusal=_AUTHN)
+        default=None,
+        metadata=_zot(_OPTIONAL_STRING, status=REFUSED, refusal="login sessions"),
     )
     sessionDriver: dict | None = field(
-        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal=_AUTHN)
+        default=None, metadata=_zot(_FREE_FORM, status=REFUSED, refusal="login sessions")
     )
     secureSession: bool | None = field(
-        default=None, metadata=_zot(_BOOL, status=REFUSED, refusal=_AUTHN)
+        default=None, metadata=_zot(_BOOL, status=REFUSED, refusal="login sessions")
     )
-    mtls: MTLSConfig | None = field(
-        default=None, metadata=_zot(_Section(MTLSConfig), status=REFUSED, refusal=_AUTHN)
-    )
+    mtls: MTLSConfig | None = field(default=None, metadata=_zot(_Section(MTLSConfig)))
 
     def hasAuthentication(self) -> bool:
         """
@@ -1322,10 +1338,11 @@ class HTTPConfig:
     """
     C{http}: the listening socket and everything about requests.
 
-    Access keys not implemented yet (C{tls}, the C{auth} methods other than
-    C{bearer}, policy C{conditions}) are L{REFUSED}: a registry that
-    silently served plain HTTP to everyone when its operator asked for TLS,
-    logins or policies would fail open.
+    C{tls}, C{accessControl} and the C{auth} methods htpasswd, LDAP, mTLS
+    and bearer are implemented; the other C{auth} methods and policy
+    C{conditions} are L{REFUSED} until they are: a registry that silently
+    served everyone when its operator asked for logins or policies would
+    fail open.
 
     @ivar address: the interface to listen on.
     @ivar port: the TCP port; 0 picks a free one.
@@ -1355,7 +1372,7 @@ class HTTPConfig:
         default=None, metadata=_zot(_DURATION, status=ACCEPTED)
     )
     tls: TLSConfig | None = field(
-        default=None, metadata=_zot(_Section(TLSConfig), status=REFUSED, refusal="TLS")
+        default=None, metadata=_zot(_Section(TLSConfig), status=IMPLEMENTED)
     )
     auth: AuthConfig | None = field(
         default=None, metadata=_zot(_Section(AuthConfig), status=IMPLEMENTED)
@@ -1364,7 +1381,7 @@ class HTTPConfig:
         default=None,
         metadata=_zot(_Section(AccessControlConfig), status=IMPLEMENTED),
     )
-    realm: str = field(default="zot", metadata=_zot(_STRING, status=NOT_IMPLEMENTED))
+    realm: str = field(default="zot", metadata=_zot(_STRING, status=IMPLEMENTED))
     ratelimit: RatelimitConfig | None = field(
         default=None, metadata=_zot(_Section(RatelimitConfig), status=IMPLEMENTED)
     )
@@ -1374,10 +1391,13 @@ class HTTPConfig:
 
     def _validate(self, path: str) -> None:
         """
-        zot's C{verify} rule: access control needs a way to tell users
-        apart (an authentication method, or client certificates through
-        C{tls.cacert}), unless it only grants to anonymous callers.
+        zot's C{verify} rules across C{tls}, C{auth} and C{accessControl}:
+        TLS needs a certificate and its key, C{auth.mtls} needs C{tls.cacert},
+        and access control needs a way to tell users apart (an
+        authentication method, or client certificates through
+        C{tls.cacert}) unless it only grants to anonymous callers.
         """
+        _checkTransportAndLogin(self, path)
         if self.accessControl is None:
             return
         authenticated = (self.auth is not None and self.auth.hasAuthentication()) or bool(
@@ -1389,6 +1409,26 @@ class HTTPConfig:
                 "needs an authentication method (http.auth htpasswd, ldap, openid, "
                 "apikey or bearer, or client certificates through http.tls.cacert), "
                 "or only anonymousPolicy entries",
+            )
+
+
+def _checkTransportAndLogin(http: "HTTPConfig", path: str) -> None:
+    """
+    zot's checks that involve both C{http.tls} and C{http.auth}: TLS needs
+    a certificate and its key, and C{auth.mtls} needs C{tls.cacert}, the CA
+    client certificates are verified against.  (The files themselves are
+    read when the server is built, by L{zotwist.tls}.)
+    """
+    tlsPath = _child(path, "tls")
+    if http.tls is not None:
+        for name in ("cert", "key"):
+            if not getattr(http.tls, name):
+                raise _Invalid(_child(tlsPath, name), "required when http.tls is given")
+    if http.auth is not None and http.auth.mtls is not None:
+        if http.tls is None or not http.tls.cacert:
+            raise _Invalid(
+                _child(_child(path, "auth"), "mtls"),
+                "needs http.tls.cacert: client certificates are verified against it",
             )
 
 

@@ -9,7 +9,11 @@ request a client sends is answered from a complete catalog.
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+)
 from twisted.logger import Logger
 
 
@@ -57,12 +61,24 @@ class StoreService(Service):
 class HTTPService(Service):
     """
     Listens once the store is ready; L{whenListening} gives the bound port.
+
+    @param tlsOptions: server TLS options (L{zotwist.tls.serverTLSOptions})
+        to serve HTTPS only, or L{None} for plain HTTP.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor, site, address: str, port: int, storeService: StoreService):
+    def __init__(
+        self,
+        reactor,
+        site,
+        address: str,
+        port: int,
+        storeService: StoreService,
+        tlsOptions=None,
+    ):
         self._reactor = reactor
+        self._tlsOptions = tlsOptions
         self._site = site
         self._address = address
         self._port = port
@@ -73,6 +89,10 @@ class HTTPService(Service):
         self.setName("http")
 
     def _endpoint(self):
+        if self._tlsOptions is not None:
+            return SSL4ServerEndpoint(
+                self._reactor, self._port, self._tlsOptions, interface=self._address
+            )
         if ":" in self._address:
             return TCP6ServerEndpoint(self._reactor, self._port, interface=self._address)
         return TCP4ServerEndpoint(self._reactor, self._port, interface=self._address)
@@ -87,7 +107,10 @@ class HTTPService(Service):
         self._listening = listeningPort
         self.port = listeningPort.getHost().port
         self._log.info(
-            "zotwist listening on {address}:{port}", address=self._address, port=self.port
+            "zotwist listening on {address}:{port} ({scheme})",
+            address=self._address,
+            port=self.port,
+            scheme="https" if self._tlsOptions is not None else "http",
         )
         waiting, self._waiting = self._waiting, []
         for d in waiting:

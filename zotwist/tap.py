@@ -11,6 +11,13 @@ L{makeServiceFromConfig} builds the same service for twistd and for tests.
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from zotwist.auth.authenticator import (
+    authenticationConfigured,
+    buildAuthenticator,
+    buildTLSOptions,
+    checkSecurityConfig,
+)
+from zotwist.auth.authenticator import buildAuthorizer as buildDefaultAuthorizer
 from zotwist.auth.authorizer import buildAuthorizer
 from zotwist.auth.bearer import bearerKeysFromConfig, buildBearerAuthenticator
 from zotwist.config import ConfigError, loadConfig
@@ -37,7 +44,9 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self["loadedConfig"] = loadConfig(self["config"])
-            # Key files are read now, so that a bad one ends in one line.
+            # Key and certificate files are read now, so that a bad one ends
+            # in one line.
+            checkSecurityConfig(self["loadedConfig"])
             bearerKeysFromConfig(self["loadedConfig"])
         except ConfigError as e:
             raise usage.UsageError(str(e))
@@ -61,18 +70,29 @@ def makeServiceFromConfig(config, reactor=None) -> MultiService:
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
     sender.setServiceParent(top)
+    tlsOptions = buildTLSOptions(config)
+    authPool = ThreadPoolRunner(reactor, minThreads=0, maxThreads=4, name="auth")
+    authPool.setServiceParent(top)
+    authenticator = buildAuthenticator(config, reactor, authPool)
+    bearer = buildBearerAuthenticator(
+        config,
+        reactor,
+        fallback=authenticator if authenticationConfigured(config) else None,
+    )
     audit = buildAuditLog(config, reactor)
     if audit is not None:
         audit.setServiceParent(top)  # opened before the port is
     site = RegistrySite(
         store,
-        buildBearerAuthenticator(config, reactor),
-        buildAuthorizer(config, store),
+        bearer or authenticator,
+        buildAuthorizer(config, store) or buildDefaultAuthorizer(config),
         limiter=buildRateLimiter(config, reactor),
         audit=audit,
         sender=sender,
     )
-    http = HTTPService(reactor, site, config.http.address, config.http.port, storeService)
+    http = HTTPService(
+        reactor, site, config.http.address, config.http.port, storeService, tlsOptions
+    )
     http.setServiceParent(top)
     return top
 
