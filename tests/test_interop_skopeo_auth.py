@@ -17,15 +17,16 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from tests import images
-from tests.authsupport import writeHTPasswd
+from tests.authsupport import basic, writeHTPasswd
 from tests.support import startRegistry
 from tests.test_interop_skopeo import ToolError
 from tests.tlssupport import PKI
 
 
-class SkopeoAuthTests(unittest.TestCase):
+class SkopeoFixture(unittest.TestCase):
     """
-    Push, inspect and pull with credentials and client certificates.
+    A private HOME, a PKI, an image to push and a way to run skopeo; no
+    tests of its own.
     """
 
     timeout = 300
@@ -88,6 +89,13 @@ class SkopeoAuthTests(unittest.TestCase):
             digest = layer["digest"]
             self.assertEqual(images.readBlob(copy, digest), images.readBlob(self.source, digest))
 
+
+
+class SkopeoAuthTests(SkopeoFixture):
+    """
+    Push, inspect and pull with credentials and client certificates.
+    """
+
     async def test_credentialsOverHTTPS(self):
         """
         Over HTTPS verified with the test CA, the right credentials push,
@@ -136,3 +144,69 @@ class SkopeoAuthTests(unittest.TestCase):
             with self.assertRaises(ToolError) as caught:
                 await self.skopeo("inspect", "--cert-dir", self.certDir(name, client), remote)
             self.assertIn(f"remote error: tls: {alert}", caught.exception.stderr)
+
+
+class SkopeoAccessControlTests(SkopeoFixture):
+    """
+    End to end: htpasswd logins decide who skopeo is, and
+    C{http.accessControl} decides what each may do.
+    """
+
+    async def test_policiesWithRealLogins(self):
+        """
+        With C{writer} allowed read/create on C{team/**}, C{reader} only read,
+        and anonymous callers nothing: the writer pushes, the reader pulls
+        but cannot push, a wrong password and anonymous are unauthorized, and
+        the catalog of the reader lists only what it may read.
+        """
+        htpasswd = os.path.join(self.work, "htpasswd")
+        writeHTPasswd(htpasswd, {"writer": "w-pw", "reader": "r-pw"})
+        registry = await startRegistry(
+            self,
+            {
+                "http": {
+                    "auth": {"htpasswd": {"path": htpasswd}},
+                    "accessControl": {
+                        "repositories": {
+                            "team/**": {
+                                "policies": [
+                                    {"users": ["writer"], "actions": ["read", "create"]},
+                                    {"users": ["reader"], "actions": ["read"]},
+                                ]
+                            },
+                            "private/**": {
+                                "policies": [{"users": ["writer"], "actions": ["read", "create"]}]
+                            },
+                        }
+                    },
+                }
+            },
+        )
+        insecure = ["--dest-tls-verify=false"]
+        remote = f"docker://127.0.0.1:{registry.port}/team/app:v1"
+        await self.skopeo(
+            "copy", *insecure, "--dest-creds", "writer:w-pw", f"oci:{self.source}:v1", remote
+        )
+        await self.skopeo(
+            "copy", *insecure, "--dest-creds", "writer:w-pw", f"oci:{self.source}:v1",
+            f"docker://127.0.0.1:{registry.port}/private/app:v1",
+        )
+        inspected = json.loads(
+            await self.skopeo("inspect", "--tls-verify=false", "--creds", "reader:r-pw", remote)
+        )
+        self.assertEqual(inspected["Digest"], self.digest)
+        with self.assertRaises(ToolError) as caught:
+            await self.skopeo(
+                "copy", *insecure, "--dest-creds", "reader:r-pw", f"oci:{self.source}:v1",
+                f"docker://127.0.0.1:{registry.port}/team/other:v1",
+            )
+        self.assertIn("denied", caught.exception.stderr.lower())
+        for credentials in (["--creds", "reader:wrong"], []):
+            with self.assertRaises(ToolError) as caught:
+                await self.skopeo("inspect", "--tls-verify=false", *credentials, remote)
+            self.assertIn("unauthorized", caught.exception.stderr.lower())
+        resp = await registry.client.get(
+            f"{registry.url}/v2/_catalog",
+            headers={"Authorization": [basic("reader", "r-pw")]},
+        )
+        self.assertEqual(json.loads(await resp.content()), {"repositories": ["team/app"]})
