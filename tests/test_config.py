@@ -1160,6 +1160,7 @@ class SchemaTests(SynchronousTestCase):
                 "http.tls.cacert",
                 "http.tls.cert",
                 "http.tls.key",
+                "http.workers",
                 "log",
                 "log.audit",
                 "log.level",

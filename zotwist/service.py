@@ -7,6 +7,9 @@ The HTTP port opens only once the store has scanned its root, so the first
 request a client sends is answered from a complete catalog.
 """
 
+import os
+import socket
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import (
@@ -76,7 +79,9 @@ class HTTPService(Service):
         port: int,
         storeService: StoreService,
         tlsOptions=None,
+        adoptFD: int | None = None,
     ):
+        self._adoptFD = adoptFD
         self._reactor = reactor
         self._tlsOptions = tlsOptions
         self._site = site
@@ -100,8 +105,33 @@ class HTTPService(Service):
     def startService(self) -> None:
         super().startService()
         d = self._storeService.whenReady()
-        d.addCallback(lambda _: self._endpoint().listen(self._site))
+        if self._adoptFD is None:
+            d.addCallback(lambda _: self._endpoint().listen(self._site))
+        else:
+            d.addCallback(lambda _: self._adopt())
         d.addCallbacks(self._listened, self._failed)
+
+    def _adopt(self):
+        """
+        Serve a listening socket inherited from the parent process (a
+        worker, see L{zotwist.workers}): every worker accepts from the same
+        socket, and the kernel hands each connection to one of them.
+        """
+        factory = self._site
+        if self._tlsOptions is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self._tlsOptions, False, self._site)
+        family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
+        port = self._reactor.adoptStreamPort(self._adoptFD, family, factory)
+        os.close(self._adoptFD)
+        return port
+
+    def listeningFD(self) -> int:
+        """
+        The listening socket's descriptor, for workers to inherit.
+        """
+        return self._listening.fileno()
 
     def _listened(self, listeningPort) -> None:
         self._listening = listeningPort

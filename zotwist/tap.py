@@ -28,6 +28,7 @@ from zotwist.threads import ThreadPoolRunner
 from zotwist.web.audit import buildAuditLog
 from zotwist.web.ratelimit import buildRateLimiter
 from zotwist.web.site import RegistrySite
+from zotwist.workers import WorkerPool
 
 
 class Options(usage.Options):
@@ -52,9 +53,14 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
-def makeServiceFromConfig(config, reactor=None) -> MultiService:
+def makeServiceFromConfig(
+    config, reactor=None, adoptFD: int | None = None, isWorker: bool = False
+) -> MultiService:
     """
     Build the registry's service tree from a loaded L{zotwist.config.Config}.
+
+    @param adoptFD: in a worker process, the inherited listening socket.
+    @param isWorker: this is an extra worker (it starts no workers itself).
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -91,9 +97,12 @@ def makeServiceFromConfig(config, reactor=None) -> MultiService:
         sender=sender,
     )
     http = HTTPService(
-        reactor, site, config.http.address, config.http.port, storeService, tlsOptions
+        reactor, site, config.http.address, config.http.port, storeService, tlsOptions,
+        adoptFD=adoptFD,
     )
     http.setServiceParent(top)
+    if config.http.workers > 1 and not isWorker:
+        WorkerPool(reactor, config.source, config.http.workers - 1, http).setServiceParent(top)
     return top
 
 

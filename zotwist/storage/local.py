@@ -153,25 +153,28 @@ def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
     return st
 
 
-def _createIfAbsent(path: str, data: bytes) -> None:
+def _createIfAbsent(path: str, data: bytes) -> bool:
     """
     Create C{path} holding C{data} unless it exists, atomically: a file
     written aside and then hard-linked into place (C{link} fails if the name
     is taken), so two processes racing to create a layout cannot clobber
     each other.  Blocking.
+
+    @return: whether this call created it.
     """
     if os.path.exists(path):
-        return
+        return False
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{_tmpSuffix()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
     try:
         os.link(tmp, path)
     except FileExistsError:
-        pass
+        return False
     finally:
         os.unlink(tmp)
+    return True
 
 
 @implementer(IRegistryStore)
@@ -188,6 +191,8 @@ class LocalStore:
 
     def __init__(self, root: str, runner, commit: bool = False):
         self.root = os.path.abspath(root)
+        self._journalPath = os.path.join(self.root, ".repositories.journal")
+        self._journalOffset = 0
         self._runner = runner
         self._commit = commit
         self._repositories: list[str] = []
@@ -221,6 +226,9 @@ class LocalStore:
 
     async def startService(self) -> None:
         os.makedirs(self.root, exist_ok=True)
+        # Repositories created from now on by other processes sharing this
+        # root are announced in the journal after this offset.
+        self._journalOffset = self._journalSize()
         names = await self._runner.run(self._scan)
         self._repositories = sorted(names)
         self._repositorySet = set(names)
@@ -252,6 +260,54 @@ class LocalStore:
                 found.append(name)
         return found
 
+    # -- the repository journal --------------------------------------------------
+    #
+    # Several processes (workers) may serve one root.  Each keeps the catalog
+    # in memory; a process that lays out a new repository appends its name
+    # to a journal file, and the others read what was appended since they
+    # last looked before answering a catalog request.  Appends of one short
+    # line with O_APPEND land whole; a name seen twice is harmless.
+
+    def _journalSize(self) -> int:
+        try:
+            return os.stat(self._journalPath).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _announce(self, name: str) -> None:
+        """
+        Blocking: record a newly laid-out repository in the journal.
+        """
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self._journalPath, flags, 0o644)
+        try:
+            os.write(fd, name.encode("ascii") + b"\n")
+        finally:
+            os.close(fd)
+
+    async def _readJournal(self) -> None:
+        size = self._journalSize()
+        if size <= self._journalOffset:
+            return
+        offset = self._journalOffset
+
+        def read():
+            with open(self._journalPath, "rb") as f:
+                f.seek(offset)
+                return f.read(size - offset)
+
+        data = await self._runner.run(read)
+        # Only whole lines; a line being written is picked up next time.
+        complete = data[: data.rfind(b"\n") + 1]
+        self._journalOffset = max(self._journalOffset, offset + len(complete))
+        for line in complete.splitlines():
+            try:
+                name = oci.validateName(line.decode("ascii"))
+            except (UnicodeDecodeError, RegistryError):
+                continue
+            if os.path.isfile(os.path.join(self._repoDir(name), "index.json")):
+                self._noteRepository(name)
+
     def _noteRepository(self, name: str) -> None:
         if name not in self._repositorySet:
             self._repositorySet.add(name)
@@ -266,9 +322,10 @@ class LocalStore:
         directory = self._repoDir(name)
         os.makedirs(directory, exist_ok=True)
         _createIfAbsent(os.path.join(directory, "oci-layout"), _LAYOUT)
-        _createIfAbsent(
+        if _createIfAbsent(
             os.path.join(directory, "index.json"), json.dumps(_EMPTY_INDEX).encode()
-        )
+        ):
+            self._announce(name)
         # Set membership is atomic under the GIL; a repository, once laid
         # out, stays so while the process runs (nothing removes layouts).
         self._layouts.add(name)
@@ -276,6 +333,7 @@ class LocalStore:
     # -- repositories ---------------------------------------------------------
 
     async def catalog(self) -> list[str]:
+        await self._readJournal()
         return list(self._repositories)
 
     async def repositoryExists(self, name: str) -> bool:
