@@ -118,7 +118,7 @@ async def startRecordedRegistry(testCase, config: dict) -> RecordedRegistry:
         {
             "distSpecVersion": "1.1.1",
             "storage": {"rootDirectory": os.path.join(base, "store")},
-            "http": {"address": "127.0.0.1", "port": "0"},
+            "http": {"address": "127.0.0.1", "port": "0", "workers": 1},
             "log": {"level": "error"},
         },
         config,

@@ -195,7 +195,7 @@ class RegistryProcess:
             {
                 "distSpecVersion": "1.1.1",
                 "storage": {"rootDirectory": self.root},
-                "http": {"address": "127.0.0.1", "port": str(self.port)},
+                "http": {"address": "127.0.0.1", "port": str(self.port), "workers": 1},
                 "log": {"level": "error"},
             },
             config or {},

@@ -69,7 +69,7 @@ async def startRegistry(testCase, config: dict | None = None) -> RunningRegistry
         {
             "distSpecVersion": "1.1.1",
             "storage": {"rootDirectory": root},
-            "http": {"address": "127.0.0.1", "port": "0"},
+            "http": {"address": "127.0.0.1", "port": "0", "workers": 1},
             "log": {"level": "error"},
         },
         config or {},

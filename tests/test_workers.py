@@ -10,10 +10,10 @@ import os
 import signal
 from dataclasses import dataclass
 
+from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.apihelpers import body, digestOf, jsonBody, pushBlob, pushImage, resolve
@@ -92,7 +92,8 @@ class WorkersTests(TestCase):
         await defer.gatherResults([defer.ensureDeferred(p) for p in pushes])
         expectedRepos = sorted(["shared/app"] + [f"many/r{i}" for i in range(8)])
         for _ in range(6):
-            tags = await jsonBody(await self.reg.client.get(f"{self.reg.url}/v2/shared/app/tags/list"))
+            resp = await self.reg.client.get(f"{self.reg.url}/v2/shared/app/tags/list")
+            tags = await jsonBody(resp)
             self.assertEqual(tags["tags"], sorted(f"t{i}" for i in range(8)))
             catalog = await jsonBody(await self.reg.client.get(f"{self.reg.url}/v2/_catalog"))
             self.assertEqual(catalog["repositories"], expectedRepos)
