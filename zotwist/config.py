@@ -1363,11 +1363,10 @@ class HTTPConfig:
     )
     port: int = field(default=8080, metadata=_zot(_Port(), status=IMPLEMENTED))
     #: zotwist's own key, not zot's: worker processes sharing the port
-    #: (L{zotwist.workers}); by default one per core, at most four.
-    workers: int = field(
-        default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)),
-        metadata=_zot(_Int(minimum=1), status=IMPLEMENTED),
-    )
+    #: (L{zotwist.workers}).  One by default: more help pulls and pushes of
+    #: blobs, but every worker re-reads an index.json another one changed,
+    #: which makes concurrent manifest pushes to one large repository slower.
+    workers: int = field(default=1, metadata=_zot(_Int(minimum=1), status=IMPLEMENTED))
     allowOrigin: str | None = field(
         default=None, metadata=_zot(_OPTIONAL_STRING, status=NOT_IMPLEMENTED)
     )

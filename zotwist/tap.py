@@ -22,6 +22,7 @@ from zotwist.auth.authorizer import buildAuthorizer
 from zotwist.auth.bearer import bearerKeysFromConfig, buildBearerAuthenticator
 from zotwist.config import ConfigError, loadConfig
 from zotwist.logs import LogService
+from zotwist.memory import tuneAllocator
 from zotwist.service import HTTPService, StoreService
 from zotwist.storage.local import LocalStore
 from zotwist.threads import ThreadPoolRunner
@@ -64,6 +65,7 @@ def makeServiceFromConfig(
     """
     if reactor is None:
         from twisted.internet import reactor
+    tuneAllocator()
     top = MultiService()
     logs = LogService(config)
     logs.setServiceParent(top)

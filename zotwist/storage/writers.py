@@ -26,8 +26,8 @@ from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.interfaces import IUploadWriter
 
-HIGH_WATER = 8 * 1024 * 1024
-LOW_WATER = 2 * 1024 * 1024
+HIGH_WATER = 4 * 1024 * 1024
+LOW_WATER = 1 * 1024 * 1024
 _HASH_READ = 1024 * 1024
 
 
