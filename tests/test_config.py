@@ -509,7 +509,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                     "log.audit",
                     "extensions.search",
                     "extensions.sync",
-                    "extensions.metrics",
                     "extensions.scrub",
                     "extensions.lint",
                     "extensions.ui",
@@ -1076,7 +1075,8 @@ class SchemaTests(SynchronousTestCase):
         """
         Exactly the keys zotwist acts on are implemented (sections that only
         contain them count too); C{storage.commit} is passed to the store,
-        which fsyncs before renaming.
+        which fsyncs before renaming; C{extensions.metrics} serves the
+        Prometheus metrics (L{zotwist.ops.metrics}).
         """
         implemented = sorted(
             key for key, status in keyStatuses().items() if status == IMPLEMENTED
@@ -1086,6 +1086,10 @@ class SchemaTests(SynchronousTestCase):
             [
                 "distSpecVersion",
                 "extensions",
+                "extensions.metrics",
+                "extensions.metrics.enable",
+                "extensions.metrics.prometheus",
+                "extensions.metrics.prometheus.path",
                 "http",
                 "http.address",
                 "http.port",
@@ -1137,7 +1141,6 @@ class SchemaTests(SynchronousTestCase):
             "storage.retention.policies[].keepTags[].patterns",
             "http.realm",
             "http.externalUrl",
-            "extensions.metrics.prometheus.path",
             "extensions.scrub.interval",
             "scheduler.numWorkers",
             "cluster.hashKey",

@@ -8,9 +8,11 @@ request a client sends is answered from a complete catalog.
 """
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
+
+from zotwist.ops.drain import DRAIN_TIMEOUT
 
 
 class StoreService(Service):
@@ -57,11 +59,17 @@ class StoreService(Service):
 class HTTPService(Service):
     """
     Listens once the store is ready; L{whenListening} gives the bound port.
+
+    Stopping is graceful: the port closes, then the site's connections
+    drain (L{zotwist.ops.drain.ConnectionTracker.drain}) for at most
+    C{drainTimeout} seconds.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor, site, address: str, port: int, storeService: StoreService):
+    def __init__(self, reactor, site, address: str, port: int, storeService: StoreService,
+                 drainTimeout: float = DRAIN_TIMEOUT):
+        self.drainTimeout = drainTimeout
         self._reactor = reactor
         self._site = site
         self._address = address
@@ -111,7 +119,11 @@ class HTTPService(Service):
 
     def stopService(self):
         super().stopService()
+        d = succeed(None)
         if self._listening is not None:
             listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return None
+            d = maybeDeferred(listening.stopListening)
+        connections = getattr(self._site, "connections", None)
+        if connections is not None:
+            d.addCallback(lambda _: connections.drain(self._reactor, self.drainTimeout))
+        return d
