@@ -69,12 +69,21 @@ setup(
         "bcrypt>=4.1,<6",
         # Bearer token signatures (RS/PS/ES/EdDSA); also what pyopenssl uses.
         "cryptography>=42",
+        # extensions.metrics: Prometheus exposition, one CollectorRegistry
+        # per running registry.
+        "prometheus-client>=0.20,<1",
+        # The Swagger UI's files, served at /swagger/ without a CDN.
+        "swagger-ui-bundle>=1.1,<2",
     ],
     extras_require={
         # Test-only Python dependencies; system tools (skopeo, umoci, ...)
         # are installed by tests/run.sh.
         "test": [
             "cryptography>=42",
+            # tests/test_ops_openapi.py: the OpenAPI document is validated
+            # and run against the registry by schemathesis.
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=4.0,<5",
         ],
         "lint": [
             "ruff>=0.4",

@@ -506,7 +506,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
-                    "extensions.metrics",
                     "extensions.scrub",
                     "extensions.lint",
                     "extensions.ui",
@@ -1094,7 +1093,8 @@ class SchemaTests(SynchronousTestCase):
         """
         Exactly the keys zotwist acts on are implemented (sections that only
         contain them count too); C{storage.commit} is passed to the store,
-        which fsyncs before renaming.
+        which fsyncs before renaming; C{extensions.metrics} serves the
+        Prometheus metrics (L{zotwist.ops.metrics}).
         """
         implemented = sorted(
             key for key, status in keyStatuses().items() if status == IMPLEMENTED
@@ -1104,6 +1104,10 @@ class SchemaTests(SynchronousTestCase):
             [
                 "distSpecVersion",
                 "extensions",
+                "extensions.metrics",
+                "extensions.metrics.enable",
+                "extensions.metrics.prometheus",
+                "extensions.metrics.prometheus.path",
                 "http",
                 "http.accessControl",
                 "http.accessControl.adminPolicy",
@@ -1233,7 +1237,6 @@ class SchemaTests(SynchronousTestCase):
             "storage.subPaths.*.rootDirectory",
             "storage.retention.policies[].keepTags[].patterns",
             "http.externalUrl",
-            "extensions.metrics.prometheus.path",
             "extensions.scrub.interval",
             "scheduler.numWorkers",
             "cluster.hashKey",

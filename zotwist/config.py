@@ -1474,6 +1474,10 @@ class PrometheusConfig:
     path: str = field(default="/metrics", metadata=_zot(_STRING))
 
 
+#: Paths the operational endpoints answer on, which the metrics cannot use.
+_RESERVED_PATHS = ("/livez", "/readyz", "/startupz", "/openapi.json", "/swagger")
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """
@@ -1502,6 +1506,14 @@ class MetricsConfig:
                 'expected an absolute URL path outside "/v2", such as "/metrics", '
                 f"got {_describe(metricsPath)}",
             )
+        normalized = "/" + metricsPath.strip("/")
+        for reserved in _RESERVED_PATHS:
+            if normalized == reserved or normalized.startswith(reserved + "/"):
+                raise _Invalid(
+                    _child(_child(path, "prometheus"), "path"),
+                    f"{json.dumps(metricsPath)} is where zotwist serves {reserved}; "
+                    'choose another path, such as "/metrics"',
+                )
 
 
 @dataclass(frozen=True)
@@ -1591,9 +1603,10 @@ class EventsConfig:
 @dataclass(frozen=True)
 class ExtensionsConfig:
     """
-    C{extensions}: each extension is L{None} when absent.  None is
-    implemented yet; each one given warns on its own, so implementing one is
-    flipping its status here.  C{sync} is kept whole (a dict) for now.
+    C{extensions}: each extension is L{None} when absent.  Only C{metrics}
+    is implemented (L{zotwist.ops.metrics}); each other one given warns on
+    its own, so implementing one is flipping its status here.  C{sync} is
+    kept whole (a dict) for now.
     """
 
     search: SearchConfig | None = field(
@@ -1603,7 +1616,7 @@ class ExtensionsConfig:
         default=None, metadata=_zot(_FREE_FORM, status=NOT_IMPLEMENTED)
     )
     metrics: MetricsConfig | None = field(
-        default=None, metadata=_zot(_Section(MetricsConfig), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_Section(MetricsConfig), status=IMPLEMENTED)
     )
     scrub: ScrubConfig | None = field(
         default=None, metadata=_zot(_Section(ScrubConfig), status=NOT_IMPLEMENTED)

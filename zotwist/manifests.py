@@ -76,6 +76,22 @@ def _invalid(message: str, **detail: Any) -> RegistryError:
     return RegistryError("MANIFEST_INVALID", message=message, detail=detail or None)
 
 
+def _annotations(value: Any, where: str) -> dict:
+    """
+    Check an C{annotations} member: absent or C{null}, or an object of
+    strings (the image-spec's C{map[string]string}, which zot's Go decoding
+    enforces too).
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(f"{where}: expected an object")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _invalid(f"{where}: the value of {key[:100]!r} is not a string")
+    return value
+
+
 def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise _invalid(f"{where}: expected a descriptor object")
@@ -92,9 +108,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise _invalid(f"{where}.digest: invalid digest", digest=digest[:200])
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise _invalid(f"{where}.size: expected a non-negative integer")
-    annotations = value.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise _invalid(f"{where}.annotations: expected an object")
+    annotations = _annotations(value.get("annotations"), f"{where}.annotations")
     artifactType = value.get("artifactType")
     if artifactType is not None and not isinstance(artifactType, str):
         raise _invalid(f"{where}.artifactType: expected a string")
@@ -192,9 +206,7 @@ def parseManifest(body: bytes, contentType: str | None, digest: str) -> Manifest
     subject = None
     if document.get("subject") is not None:
         subject = _descriptor(document["subject"], "subject")
-    annotations = document.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise _invalid("annotations: expected an object")
+    annotations = _annotations(document.get("annotations"), "annotations")
     return ManifestInfo(
         mediaType=mediaType,
         digest=digest,

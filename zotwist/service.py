@@ -11,13 +11,15 @@ import os
 import socket
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
 )
 from twisted.logger import Logger
+
+from zotwist.ops.drain import DRAIN_TIMEOUT
 
 
 class StoreService(Service):
@@ -67,6 +69,10 @@ class HTTPService(Service):
 
     @param tlsOptions: server TLS options (L{zotwist.tls.serverTLSOptions})
         to serve HTTPS only, or L{None} for plain HTTP.
+
+    Stopping is graceful: the port closes, then the site's connections
+    drain (L{zotwist.ops.drain.ConnectionTracker.drain}) for at most
+    C{drainTimeout} seconds.
     """
 
     _log = Logger()
@@ -80,7 +86,9 @@ class HTTPService(Service):
         storeService: StoreService,
         tlsOptions=None,
         adoptFD: int | None = None,
+        drainTimeout: float = DRAIN_TIMEOUT,
     ):
+        self.drainTimeout = drainTimeout
         self._adoptFD = adoptFD
         self._reactor = reactor
         self._tlsOptions = tlsOptions
@@ -164,7 +172,11 @@ class HTTPService(Service):
 
     def stopService(self):
         super().stopService()
+        d = succeed(None)
         if self._listening is not None:
             listening, self._listening = self._listening, None
-            return listening.stopListening()
-        return None
+            d = maybeDeferred(listening.stopListening)
+        connections = getattr(self._site, "connections", None)
+        if connections is not None:
+            d.addCallback(lambda _: connections.drain(self._reactor, self.drainTimeout))
+        return d

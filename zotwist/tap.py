@@ -6,6 +6,22 @@ The plugin in C{twisted/plugins/zot_plugin.py} points here.  L{Options}
 loads and validates the zot config file before twistd daemonizes, so a bad
 config ends with one line naming the file and key, never a traceback.
 L{makeServiceFromConfig} builds the same service for twistd and for tests.
+
+The tree, in start order (it stops in the reverse order, one service after
+the other, so the HTTP port drains before the thread pool stops):
+
+  - C{logs}: L{zotwist.logs.LogService} (C{log.level}, C{log.output});
+  - C{threads-disk}: the disk thread pool;
+  - C{store}: L{zotwist.service.StoreService} (scans the storage root);
+  - C{ops}: L{zotwist.ops.wiring.OperationsService}, holding what the
+    site's operational endpoints use (health checks, metrics);
+  - C{http}: L{zotwist.service.HTTPService} on a L{RegistrySite} carrying
+    the operational endpoints (L{zotwist.ops.wiring});
+  - C{reload}: L{zotwist.ops.reload.ReloadService}; its C{settings} (a
+    L{zotwist.ops.reload.ReloadableSettings}) is where code that applies
+    config changes live subscribes (C{http.auth}, C{http.accessControl});
+  - C{signals} (under twistd only): C{SIGHUP} reloads, C{SIGTERM} stops
+    gracefully with exit status 0.
 """
 
 from twisted.application.service import MultiService
@@ -23,6 +39,10 @@ from zotwist.auth.bearer import bearerKeysFromConfig, buildBearerAuthenticator
 from zotwist.config import ConfigError, loadConfig
 from zotwist.logs import LogService
 from zotwist.memory import tuneAllocator
+from zotwist.ops.drain import DRAIN_TIMEOUT
+from zotwist.ops.lifecycle import OrderedMultiService, SignalHandlers, notifySystemd
+from zotwist.ops.reload import ReloadableSettings, ReloadService
+from zotwist.ops.wiring import OperationsService, installOperations
 from zotwist.service import HTTPService, StoreService
 from zotwist.storage.local import LocalStore
 from zotwist.threads import ThreadPoolRunner
@@ -32,15 +52,27 @@ from zotwist.web.site import RegistrySite
 from zotwist.workers import WorkerPool
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 0:
+        raise ValueError(value)
+    return seconds
+
+
 class Options(usage.Options):
     """
     Command-line options of C{twistd zot}.
     """
 
-    synopsis = "[-c FILE]"
+    synopsis = "[-c FILE] [--drain-timeout SECONDS]"
     longdesc = "Run the zotwist OCI registry with a zot-format JSON config file."
     optParameters = [
         ["config", "c", "/etc/zot/config.json", "The zot JSON configuration file."],
+        [
+            "drain-timeout", None, DRAIN_TIMEOUT,
+            "On SIGTERM, wait at most this many seconds for requests in flight.",
+            _seconds,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -55,23 +87,35 @@ class Options(usage.Options):
 
 
 def makeServiceFromConfig(
-    config, reactor=None, adoptFD: int | None = None, isWorker: bool = False
+    config,
+    reactor=None,
+    signals: bool = False,
+    drainTimeout: float = DRAIN_TIMEOUT,
+    adoptFD: int | None = None,
+    isWorker: bool = False,
 ) -> MultiService:
     """
     Build the registry's service tree from a loaded L{zotwist.config.Config}.
 
+    @param signals: install the C{SIGHUP} and C{SIGTERM} handlers (twistd
+        does; tests that run the service inside their own process do not).
+    @param drainTimeout: how long a stop waits for requests in flight.
     @param adoptFD: in a worker process, the inherited listening socket.
     @param isWorker: this is an extra worker (it starts no workers itself).
     """
     if reactor is None:
         from twisted.internet import reactor
     tuneAllocator()
-    top = MultiService()
+    top = OrderedMultiService()
+    settings = ReloadableSettings(config)
     logs = LogService(config)
     logs.setServiceParent(top)
+    settings.subscribe(("log.level", "log.output"), apply=lambda new, old: logs.applyConfig(new))
     runner = ThreadPoolRunner(reactor, minThreads=2, maxThreads=16, name="disk")
     runner.setServiceParent(top)
-    store = LocalStore(config.storage.rootDirectory, runner, commit=config.storage.commit)
+    store = LocalStore(
+        config.storage.rootDirectory, runner, commit=config.storage.commit, reactor=reactor
+    )
     storeService = StoreService(store)
     storeService.setServiceParent(top)
     # Downloads by sendfile hold a thread each for their duration: their own
@@ -98,21 +142,38 @@ def makeServiceFromConfig(
         audit=audit,
         sender=sender,
     )
+    operations = installOperations(site, config, store, storeService, runner, reactor)
+    OperationsService(operations, storeService).setServiceParent(top)
     http = HTTPService(
         reactor, site, config.http.address, config.http.port, storeService, tlsOptions,
-        adoptFD=adoptFD,
+        adoptFD=adoptFD, drainTimeout=drainTimeout,
     )
     http.setServiceParent(top)
+    if not isWorker:
+        http.whenListening().addCallbacks(lambda port: notifySystemd("READY=1"), lambda f: None)
     if config.http.workers > 1 and not isWorker:
         WorkerPool(reactor, config.source, config.http.workers - 1, http).setServiceParent(top)
+    reload = ReloadService(settings, logs)
+    reload.setServiceParent(top)
+    if signals:
+        handlers = SignalHandlers(
+            reactor,
+            reload=reload.reload,
+            abort=site.connections.abortAll,
+            healthChecks=operations.health,
+        )
+        handlers.setServiceParent(top)
     return top
 
 
 def makeService(options: Options) -> MultiService:
     """
-    twistd's entry point: the service for the config L{Options} loaded.
+    twistd's entry point: the service for the config L{Options} loaded,
+    with the signal handlers.
     """
-    return makeServiceFromConfig(options["loadedConfig"])
+    return makeServiceFromConfig(
+        options["loadedConfig"], signals=True, drainTimeout=options["drain-timeout"]
+    )
 
 
 __all__ = ["Options", "makeService", "makeServiceFromConfig"]

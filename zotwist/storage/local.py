@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections import OrderedDict
 
@@ -55,6 +56,8 @@ _EMPTY_INDEX = {
     "mediaType": oci.OCI_INDEX,
     "manifests": [],
 }
+#: How often a long start-up scan reports its progress, in seconds.
+_SCAN_PROGRESS_INTERVAL = 1.0
 #: Directories inside a repository that are not nested repositories.
 _NOT_REPOSITORIES = frozenset({"blobs", ".uploads"})
 
@@ -189,12 +192,13 @@ class LocalStore:
 
     _log = Logger()
 
-    def __init__(self, root: str, runner, commit: bool = False):
+    def __init__(self, root: str, runner, commit: bool = False, reactor=None):
         self.root = os.path.abspath(root)
         self._journalPath = os.path.join(self.root, ".repositories.journal")
         self._journalOffset = 0
         self._runner = runner
         self._commit = commit
+        self._reactor = reactor
         self._repositories: list[str] = []
         self._repositorySet: set[str] = set()
         self._indexes: dict[str, RepositoryIndex] = {}
@@ -229,19 +233,48 @@ class LocalStore:
         # Repositories created from now on by other processes sharing this
         # root are announced in the journal after this offset.
         self._journalOffset = self._journalSize()
-        names = await self._runner.run(self._scan)
+        started = time.monotonic()
+        self._log.info("Scanning storage root {root}", root=self.root)
+        names = await self._runner.run(self._scan, self._progressReporter())
         self._repositories = sorted(names)
         self._repositorySet = set(names)
         self._log.info(
-            "Storage root {root} holds {count} repositories", root=self.root, count=len(names)
+            "Storage root {root} holds {count} repositories (scanned in {seconds:.2f} s)",
+            root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
 
-    def _scan(self) -> list[str]:
+    def _progressReporter(self):
+        """
+        A callable the scan thread can report its count to: the event is
+        logged on the reactor thread when there is a reactor.
+        """
+
+        def log(count: int, seconds: float) -> None:
+            self._log.info(
+                "Scanning storage root {root}: {count} repositories so far ({seconds:.1f} s)",
+                root=self.root, count=count, seconds=seconds,
+            )
+
+        if self._reactor is None:
+            return log
+        return lambda count, seconds: self._reactor.callFromThread(log, count, seconds)
+
+    def _scan(self, progress=None, interval: float = _SCAN_PROGRESS_INTERVAL) -> list[str]:
         """
         Walk the root for layouts.  Blocking; runs once at start-up.
+
+        @param progress: called as C{progress(count, seconds)} at most every
+            C{interval} seconds while the walk goes on, so a slow storage
+            root shows signs of life in the log.
         """
         found = []
+        started = last = time.monotonic()
         for directory, subdirs, files in os.walk(self.root):
+            if progress is not None:
+                now = time.monotonic()
+                if now - last >= interval:
+                    last = now
+                    progress(len(found), now - started)
             isLayout = "index.json" in files and "oci-layout" in files
             # A layout's own blobs/ and .uploads/ hold no repositories; a
             # directory named blobs elsewhere (say the repository "blobs")

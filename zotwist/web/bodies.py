@@ -10,6 +10,7 @@ a L{LimitedBuffer} that stops storing past the manifest size limit; anything
 else is kept only up to a small bound.
 """
 
+import time
 from io import BytesIO
 from urllib.parse import parse_qs
 
@@ -147,7 +148,14 @@ class RegistryRequest(server.Request):
     The request line is parsed by the channel before the headers end; it is
     kept on the channel's C{_command}/C{_path}, which is the only place it is
     known at C{gotLength} time.
+
+    @ivar startedAt: the monotonic time the request line arrived, for the
+        access log's duration.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.startedAt = time.monotonic()
 
     def gotLength(self, length):
         site = getattr(self.channel, "site", None)

@@ -7,7 +7,8 @@ leaf resource does), from the right: the last one or two segments say what
 is asked for, everything before them is the name.  Paths are matched in
 their raw, percent-encoded form and never decoded: no valid name, tag,
 digest or session id contains a C{%}, so an encoded slash or dot can only
-fail validation, never reach the filesystem.
+fail validation, never reach the filesystem.  The one exception is an
+encoded colon in a digest or reference (C{sha256%3A...}), which is decoded.
 """
 
 import re
@@ -23,6 +24,14 @@ _PATTERNS = [
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)\Z")),
     ("referrers", re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)\Z")),
 ]
+
+#: Parameters in which an encoded colon (C{sha256%3A...}) is decoded: HTTP
+#: libraries that quote every path parameter (schemathesis, some SDKs) send
+#: digests that way, and the Docker registry decodes the path before matching.
+#: Only the colon: nothing else a digest or tag may contain needs quoting, and
+#: decoding C{%2F} or C{%2E} could turn a parameter into a path.
+_COLON_PARAMS = ("digest", "reference")
+_ENCODED_COLON = re.compile("%3a", re.IGNORECASE)
 
 #: The methods each route answers (HEAD is answered wherever GET is).
 METHODS = {
@@ -72,5 +81,9 @@ def matchRoute(path: bytes) -> Route | None:
     for name, pattern in _PATTERNS:
         match = pattern.match(text)
         if match is not None:
-            return Route(name, match.groupdict())
+            params = match.groupdict()
+            for key in _COLON_PARAMS:
+                if key in params:
+                    params[key] = _ENCODED_COLON.sub(":", params[key])
+            return Route(name, params)
     return None

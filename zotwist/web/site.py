@@ -7,11 +7,14 @@ body into storage before the resource tree is even consulted, and it turns
 off form parsing so that no POST body is ever read into memory.
 """
 
+from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from zotwist.errors import RegistryError
+from zotwist.ops.access import summarize
+from zotwist.ops.drain import ConnectionTracker
 from zotwist.web.api import RegistryAPI
 from zotwist.web.bodies import RegistryRequest
 from zotwist.web.resource import V2Resource, sendError
@@ -19,11 +22,28 @@ from zotwist.web.resource import V2Resource, sendError
 
 class RootResource(Resource):
     """
-    C{/}: C{/v2} and, later, operational endpoints; a JSON 404 elsewhere.
+    C{/}: C{/v2} and the operational endpoints (L{zotwist.ops.endpoints});
+    a JSON 404 elsewhere.
     """
 
     def getChild(self, path, request):
         return _NotFound()
+
+    def putPath(self, path: str, resource) -> None:
+        """
+        Answer C{path} (absolute, such as C{/metrics} or C{/ops/metrics})
+        with C{resource}, adding plain containers for the segments before
+        its last one.
+        """
+        segments = [s.encode("utf-8") for s in path.strip("/").split("/")]
+        parent = self
+        for segment in segments[:-1]:
+            child = parent.children.get(segment)
+            if child is None:
+                child = RootResource()
+                parent.putChild(segment, child)
+            parent = child
+        parent.putChild(segments[-1], resource)
 
 
 class _NotFound(Resource):
@@ -51,6 +71,19 @@ class RegistryChannel(HTTPChannel):
 
     _sniffed = False
 
+    def connectionLost(self, reason) -> None:
+        """
+        Report the requests the connection takes with it (the client left,
+        or a graceful stop cut it off) before Twisted forgets them.
+        """
+        site = getattr(self, "site", None)
+        if site is not None:
+            for request in list(self.requests):
+                if not request.finished:
+                    site.requestAborted(request)
+            site.connections.remove(self)
+        super().connectionLost(reason)
+
     def dataReceived(self, data: bytes) -> None:
         if not self._sniffed:
             self._sniffed = True
@@ -69,10 +102,15 @@ class RegistrySite(Site):
     A L{Site} whose requests stream upload bodies into C{store}.
 
     @ivar store: the L{zotwist.storage.interfaces.IRegistryStore}.
+    @ivar requestObservers: callables given a
+        L{zotwist.ops.access.RequestSummary} for every request that ends,
+        answered or cut off (the access log, the metrics).
+    @ivar connections: the open connections, for a graceful stop.
     """
 
     noisy = False
     protocol = RegistryChannel
+    _log = Logger()
 
     def __init__(
         self, store, authenticator=None, authorizer=None, limiter=None, audit=None, sender=None
@@ -84,9 +122,39 @@ class RegistrySite(Site):
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
         self.store = store
         self.displayTracebacks = False
+        self.requestObservers: list = []
+        self.connections = ConnectionTracker()
+
+    def buildProtocol(self, addr):
+        """
+        Build a channel and track it until its connection is gone.
+        """
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.connections.add(channel)
+        return channel
+
+    def _report(self, request, aborted: bool) -> None:
+        if not self.requestObservers:
+            return
+        summary = summarize(request, aborted=aborted)
+        for observer in self.requestObservers:
+            try:
+                observer(summary)
+            except Exception:
+                self._log.failure("Request observer {observer!r} failed", observer=observer)
 
     def log(self, request) -> None:
         """
-        No access log yet: per-request lines belong to the operations work
-        (structured, level-filtered), not to Twisted's combined log format.
+        Called by Twisted once per finished request: hand it to the
+        L{requestObservers} (structured and level-filtered, not Twisted's
+        combined log format).
         """
+        self._report(request, aborted=False)
+
+    def requestAborted(self, request) -> None:
+        """
+        Called by the channel for a request whose connection was lost
+        before it finished.
+        """
+        self._report(request, aborted=True)
