@@ -36,6 +36,7 @@ from zotwist.auth.authenticator import (
 from zotwist.auth.authenticator import buildAuthorizer as buildDefaultAuthorizer
 from zotwist.auth.authorizer import buildAuthorizer
 from zotwist.auth.bearer import bearerKeysFromConfig, buildBearerAuthenticator
+from zotwist.auth.policy import AccessPolicy
 from zotwist.config import ConfigError, loadConfig
 from zotwist.logs import LogService
 from zotwist.memory import tuneAllocator
@@ -134,10 +135,13 @@ def makeServiceFromConfig(
     audit = buildAuditLog(config, reactor)
     if audit is not None:
         audit.setServiceParent(top)  # opened before the port is
+    authorizer = buildAuthorizer(config, store)
+    if authorizer is not None and config.http.accessControl is not None:
+        _reloadAccessControl(settings, authorizer)
     site = RegistrySite(
         store,
         bearer or authenticator,
-        buildAuthorizer(config, store) or buildDefaultAuthorizer(config),
+        authorizer or buildDefaultAuthorizer(config),
         limiter=buildRateLimiter(config, reactor),
         audit=audit,
         sender=sender,
@@ -164,6 +168,26 @@ def makeServiceFromConfig(
         )
         handlers.setServiceParent(top)
     return top
+
+
+def _reloadAccessControl(settings, authorizer) -> None:
+    """
+    Let C{SIGHUP} change C{http.accessControl} live.  Adding or removing the
+    whole section changes which authorizer runs, which needs a restart: such
+    a reload is refused and the old config stays (never open by accident).
+    """
+
+    def prepare(new):
+        if new.http.accessControl is None:
+            raise ConfigError(
+                new.source, "http.accessControl", "cannot be removed without a restart"
+            )
+        AccessPolicy(new.http.accessControl)
+
+    def apply(new, old):
+        authorizer.setPolicy(AccessPolicy(new.http.accessControl))
+
+    settings.subscribe(("http.accessControl",), apply=apply, prepare=prepare)
 
 
 def makeService(options: Options) -> MultiService:

@@ -85,6 +85,13 @@ class RegistryAuthorizer:
         self._store = store
         self._tokens = tokens
 
+    def setPolicy(self, policy: AccessPolicy) -> None:
+        """
+        Put a reloaded C{accessControl} in force (C{SIGHUP}): requests
+        authorized from now on follow it.
+        """
+        self._policy = policy
+
     # -- IAuthorizer -----------------------------------------------------------
 
     def authorize(self, identity, route, method, request):
