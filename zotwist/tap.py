@@ -114,8 +114,14 @@ def makeServiceFromConfig(
     settings.subscribe(("log.level", "log.output"), apply=lambda new, old: logs.applyConfig(new))
     runner = ThreadPoolRunner(reactor, minThreads=2, maxThreads=16, name="disk")
     runner.setServiceParent(top)
+    uploads = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="upload", niceness=5)
+    uploads.setServiceParent(top)
     store = LocalStore(
-        config.storage.rootDirectory, runner, commit=config.storage.commit, reactor=reactor
+        config.storage.rootDirectory,
+        runner,
+        commit=config.storage.commit,
+        reactor=reactor,
+        uploadRunner=uploads,
     )
     storeService = StoreService(store)
     storeService.setServiceParent(top)

@@ -9,6 +9,8 @@ pool is owned by the service (started and stopped with it) and tests can swap
 in L{InlineRunner} to run the same code synchronously.
 """
 
+import os
+import threading
 from typing import Any, Callable
 
 from twisted.application.service import Service
@@ -40,10 +42,19 @@ class ThreadPoolRunner(Service):
     @ivar pool: the underlying thread pool.
     """
 
-    def __init__(self, reactor, minThreads: int = 2, maxThreads: int = 16, name: str = "disk"):
+    def __init__(
+        self,
+        reactor,
+        minThreads: int = 2,
+        maxThreads: int = 16,
+        name: str = "disk",
+        niceness: int = 0,
+    ):
         self._reactor = reactor
         self.pool = ThreadPool(minThreads, maxThreads, name=f"zotwist-{name}")
         self.setName(f"threads-{name}")
+        self._niceness = niceness
+        self._niced = threading.local()
 
     def startService(self) -> None:
         super().startService()
@@ -54,7 +65,26 @@ class ThreadPoolRunner(Service):
         self.pool.stop()
 
     def run(self, function, *args, **kwargs) -> Deferred:
+        if self._niceness:
+            return deferToThreadPool(
+                self._reactor, self.pool, self._niced_call, function, args, kwargs
+            )
         return deferToThreadPool(self._reactor, self.pool, function, *args, **kwargs)
+
+    def _niced_call(self, function, args, kwargs):
+        """
+        Lower this pool thread's scheduling priority once (Linux nice values
+        are per thread), then run the work.  Bulk work such as hashing and
+        writing upload bodies then yields the CPU to the reactor thread, so
+        small requests stay fast while large pushes saturate the cores.
+        """
+        if not getattr(self._niced, "done", False):
+            self._niced.done = True
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._niceness)
+            except (OSError, AttributeError):
+                pass
+        return function(*args, **kwargs)
 
 
 @implementer(IBlockingRunner)

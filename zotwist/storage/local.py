@@ -192,11 +192,16 @@ class LocalStore:
 
     _log = Logger()
 
-    def __init__(self, root: str, runner, commit: bool = False, reactor=None):
+    def __init__(
+        self, root: str, runner, commit: bool = False, reactor=None, uploadRunner=None
+    ):
         self.root = os.path.abspath(root)
         self._journalPath = os.path.join(self.root, ".repositories.journal")
         self._journalOffset = 0
         self._runner = runner
+        # Upload bodies are written and hashed in their own (lower
+        # priority) pool, so bulk pushes never queue behind index writes.
+        self._uploadRunner = uploadRunner or runner
         self._commit = commit
         self._reactor = reactor
         self._repositories: list[str] = []
@@ -674,13 +679,17 @@ class LocalStore:
     def writerForSession(self, name: str, uploadID: str, start, length) -> AppendWriter:
         directory, state = self._session(name, uploadID)
         try:
-            return AppendWriter(self._runner, os.path.join(directory, "data"), state, start, length)
+            return AppendWriter(
+                self._uploadRunner, os.path.join(directory, "data"), state, start, length
+            )
         except FileNotFoundError:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
 
     def writerForMonolithic(self, name: str, algorithm: str, length) -> FreshWriter:
         oci.validateAlgorithm(algorithm)
-        return FreshWriter(self._runner, self._uploadDir(name, uuid.uuid4().hex), algorithm)
+        return FreshWriter(
+            self._uploadRunner, self._uploadDir(name, uuid.uuid4().hex), algorithm
+        )
 
     async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
         algorithm, _ = oci.parseDigest(digest)
