@@ -115,7 +115,8 @@ def makeServiceFromConfig(
     runner = ThreadPoolRunner(reactor, minThreads=2, maxThreads=16, name="disk")
     runner.setServiceParent(top)
     store = LocalStore(
-        config.storage.rootDirectory, runner, commit=config.storage.commit, reactor=reactor
+        config.storage.rootDirectory, runner, commit=config.storage.commit, reactor=reactor,
+        dedupe=config.storage.dedupe,
     )
     storeService = StoreService(store)
     storeService.setServiceParent(top)

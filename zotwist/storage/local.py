@@ -39,6 +39,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock
@@ -188,11 +189,17 @@ class LocalStore:
     @param root: the storage root directory.
     @param runner: an L{zotwist.threads.IBlockingRunner} for disk work.
     @param commit: fsync files before renaming them (zot's C{storage.commit}).
+    @param dedupe: zot's C{storage.dedupe}: L{True} to store identical blobs
+        of different repositories as hard links, L{False} for copies (see
+        L{zotwist.storage.dedupe}); L{None} (unit tests) for no blob index
+        at all: mounts link when they can and search every repository.
     """
 
     _log = Logger()
 
-    def __init__(self, root: str, runner, commit: bool = False, reactor=None):
+    def __init__(
+        self, root: str, runner, commit: bool = False, reactor=None, dedupe: bool | None = None
+    ):
         self.root = os.path.abspath(root)
         self._journalPath = os.path.join(self.root, ".repositories.journal")
         self._journalOffset = 0
@@ -211,6 +218,7 @@ class LocalStore:
         self._indexWaiters: dict[str, list] = {}
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
+        self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
 
     # -- paths ----------------------------------------------------------------
 
@@ -242,6 +250,15 @@ class LocalStore:
             "Storage root {root} holds {count} repositories (scanned in {seconds:.2f} s)",
             root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
+        if self._dedupe is not None:
+            await self._dedupe.start()
+
+    async def stopService(self) -> None:
+        """
+        Stop background storage work (a dedupe conversion) after its step.
+        """
+        if self._dedupe is not None:
+            await self._dedupe.stop()
 
     def _progressReporter(self):
         """
@@ -570,6 +587,8 @@ class LocalStore:
             await self._runner.run(os.unlink, path)
         except (FileNotFoundError, NotADirectoryError):
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        if self._dedupe is not None:
+            await self._runner.run(self._dedupe.removed, name, digest)
 
     async def mountBlob(
         self, name: str, digest: str, fromName: str | None, mayRead=None
@@ -578,29 +597,58 @@ class LocalStore:
         existing = await self.statBlob(name, digest)
         if existing is not None:
             return existing
-        candidates = [fromName] if fromName is not None else list(self._repositories)
+        if fromName is not None:
+            candidates = [fromName]
+        elif self._dedupe is not None and self._dedupe.ready:
+            # The blob index names the holders: no walk over every repository.
+            holders = await self._runner.run(self._dedupe.holders, digest, None, name)
+            candidates = [repo for repo, _, _ in holders]
+        else:
+            candidates = list(self._repositories)
         if mayRead is not None:
             candidates = [c for c in candidates if mayRead(c)]
         sources = [self._blobPath(c, digest) for c in candidates if c != name]
-        size = await self._runner.run(self._linkFirst, name, sources, target)
+        size = await self._runner.run(self._linkFirst, name, digest, sources, target)
         if size is not None:
             self._noteRepository(name)
         return size
 
-    def _linkFirst(self, name: str, sources: list[str], target: str) -> int | None:
+    def _linkFirst(
+        self, name: str, digest: str, sources: list[str], target: str
+    ) -> int | None:
         for source in sources:
             if os.path.isfile(source):
                 self._ensureLayout(name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 self._publish(source, target, keepSource=True)
+                if self._dedupe is not None:
+                    self._dedupe.recorded(name, digest)
                 return os.stat(target).st_size
         return None
+
+    def _publishBlob(self, name: str, digest: str, source: str, target: str) -> None:
+        """
+        Publish a verified upload: a hard link to the copy another
+        repository holds when dedupe links, else L{_publish} by rename.
+        Blocking.
+        """
+        dedupe = self._dedupe
+        if dedupe is None:
+            self._publish(source, target, keepSource=False)
+            return
+        size = os.stat(source).st_size
+        with dedupe.lockFor(digest):
+            if dedupe.linkInto(name, digest, size, target):
+                os.unlink(source)
+                return
+            self._publish(source, target, keepSource=False)
+            dedupe.recorded(name, digest)
 
     def _publish(self, source: str, target: str, keepSource: bool) -> None:
         """
         Put C{source}'s content under C{target} atomically: a hard link when
         the source must stay (a mount), else a rename; a copy when the
-        filesystem cannot link.  Blocking.
+        filesystem cannot link or dedupe is off.  Blocking.
         """
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not keepSource:
@@ -613,11 +661,18 @@ class LocalStore:
             os.replace(source, target)
             return
         tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-        try:
-            os.link(source, tmp)
-        except OSError:
+        if self._dedupe is None or self._dedupe.linking:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+        else:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     # -- uploads ---------------------------------------------------------------
 
@@ -711,7 +766,7 @@ class LocalStore:
                     "DIGEST_INVALID", detail={"expected": digest, "actual": actual}
                 )
             self._ensureLayout(name)
-            self._publish(dataPath, target, keepSource=False)
+            self._publishBlob(name, digest, dataPath, target)
             shutil.rmtree(directory, True)
             return size
 
@@ -730,7 +785,7 @@ class LocalStore:
 
         def publish():
             self._ensureLayout(name)
-            self._publish(writer.path, target, keepSource=False)
+            self._publishBlob(name, digest, writer.path, target)
             writer.committed = True
             shutil.rmtree(writer.directory, True)
 
@@ -833,9 +888,18 @@ class LocalStore:
             if absent:
                 raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
             self._ensureLayout(name)
-            if not os.path.isfile(path):
+            if os.path.isfile(path):
+                return
+            dedupe = self._dedupe
+            if dedupe is None:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 _writeAtomically(path, body, self._commit)
+                return
+            with dedupe.lockFor(digest):
+                if not dedupe.linkInto(name, digest, len(body), path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    _writeAtomically(path, body, self._commit)
+                    dedupe.recorded(name, digest)
 
         await self._runner.run(checkAndStore)
         self._manifestBodies.put(digest, body, len(body))
