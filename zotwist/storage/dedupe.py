@@ -45,6 +45,7 @@ from twisted.logger import Logger
 
 from zotwist import oci
 from zotwist.errors import RegistryError
+from zotwist.storage.locks import fileLock
 from zotwist.storage.writers import hashFile
 
 #: The directory under the storage root that holds the index.
@@ -84,7 +85,14 @@ class DedupeIndex:
         Open (or create) the index.  An unreadable file, or one of another
         schema version, is moved aside and started over.
         """
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        # Worker processes starting together must not take each other's
+        # half-created index for a broken one.
+        with fileLock(os.path.join(directory, "open.lock")):
+            self._open()
+
+    def _open(self) -> None:
         existed = os.path.exists(self.path)
         try:
             self._connect()
@@ -107,7 +115,9 @@ class DedupeIndex:
     def _connect(self) -> None:
         db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
-            # The index is a cache the layouts can rebuild: no fsync.
+            # The index is a cache the layouts can rebuild: no fsync.  WAL
+            # lets worker processes read while one writes.
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS holders (digest TEXT NOT NULL, repo TEXT NOT NULL,"
