@@ -268,6 +268,7 @@ class Dedupe:
         self.ready = False
         self.settled: Deferred = succeed(None)
         self._stopping = False
+        self._stopped = False
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     # -- start and stop ----------------------------------------------------------
@@ -309,7 +310,9 @@ class Dedupe:
         """
         Stop a conversion after its current step; close the index.
         """
-        self._stopping = True
+        if self._stopped:
+            return
+        self._stopped = self._stopping = True
         await self.settled
         await self._store._runner.run(self.index.close)
 

@@ -43,6 +43,7 @@ from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock
+from zotwist.storage.tagtimes import TagTimes
 from zotwist.storage.writers import (
     AppendWriter,
     FreshWriter,
@@ -219,6 +220,8 @@ class LocalStore:
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
         self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
+        #: Push and pull times per tag and manifest digest (for retention).
+        self.tagTimes = TagTimes(self.root, runner, reactor)
 
     # -- paths ----------------------------------------------------------------
 
@@ -250,15 +253,18 @@ class LocalStore:
             "Storage root {root} holds {count} repositories (scanned in {seconds:.2f} s)",
             root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
+        self.tagTimes.start()
         if self._dedupe is not None:
             await self._dedupe.start()
 
     async def stopService(self) -> None:
         """
-        Stop background storage work (a dedupe conversion) after its step.
+        Stop background storage work (a dedupe conversion) after its step;
+        write the push and pull times not yet written.
         """
         if self._dedupe is not None:
             await self._dedupe.stop()
+        await self.tagTimes.stop()
 
     def _progressReporter(self):
         """
@@ -828,6 +834,7 @@ class LocalStore:
         body = await self._manifestBody(name, digest)
         if body is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        self.tagTimes.pulled(name, (reference, digest) if reference != digest else (digest,))
         return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
 
     async def _manifestBody(self, name: str, digest: str) -> bytes | None:
@@ -918,6 +925,7 @@ class LocalStore:
             return True, None
 
         await self._mutateIndex(name, change)
+        self.tagTimes.pushed(name, [*tags, digest])
         return info
 
     async def deleteManifest(self, name: str, reference: str) -> None:
