@@ -12,6 +12,7 @@ import os
 import shutil
 
 import treq
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -459,6 +460,21 @@ class HTTPDedupeTests(TestCase):
         reg, image, names = await self.pushTwenty(False)
         files = blobFiles(reg.root)
         self.assertEqual(uniqueBytes(files), 20 * oneCopy)
+
+    async def test_concurrentPushesOneCopy(self):
+        """
+        Ten clients pushing the same blob into ten repositories at once end
+        with one file linked ten times: publishing a digest is serialized.
+        """
+        reg = await startRegistry(self)
+        data = os.urandom(256 * 1024)
+        names = [f"race/r{i}" for i in range(10)]
+        await gatherResults([ensureDeferred(pushBlob(reg, name, data)) for name in names])
+        hexPart = hashlib.sha256(data).hexdigest()
+        paths = [os.path.join(reg.root, n, "blobs", "sha256", hexPart) for n in names]
+        self.assertEqual(len({inodeOf(p) for p in paths}), 1)
+        self.assertEqual(os.stat(paths[0]).st_nlink, 10)
+        self.assertEqual(storeProblems(reg.root), [])
 
     async def test_crossRepositoryMount(self):
         """
