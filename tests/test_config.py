@@ -496,7 +496,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
             tuple(
                 f"{key}: not implemented by zotwist yet; ignored"
                 for key in [
-                    "storage.dedupe",
                     "storage.gc",
                     "storage.gcDelay",
                     "storage.gcInterval",
@@ -1093,7 +1092,8 @@ class SchemaTests(SynchronousTestCase):
         """
         Exactly the keys zotwist acts on are implemented (sections that only
         contain them count too); C{storage.commit} is passed to the store,
-        which fsyncs before renaming; C{extensions.metrics} serves the
+        which fsyncs before renaming, and C{storage.dedupe}, which links
+        identical blobs (L{zotwist.storage.dedupe}); C{extensions.metrics} serves the
         Prometheus metrics (L{zotwist.ops.metrics}).
         """
         implemented = sorted(
@@ -1171,6 +1171,7 @@ class SchemaTests(SynchronousTestCase):
                 "log.output",
                 "storage",
                 "storage.commit",
+                "storage.dedupe",
                 "storage.rootDirectory",
             ],
         )
@@ -1231,7 +1232,6 @@ class SchemaTests(SynchronousTestCase):
             set(statuses.values()), {IMPLEMENTED, NOT_IMPLEMENTED, REFUSED, ACCEPTED}
         )
         for key in [
-            "storage.dedupe",
             "storage.storageDriver",
             "storage.cacheDriver",
             "storage.subPaths.*.rootDirectory",

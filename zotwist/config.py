@@ -926,7 +926,7 @@ class StorageConfig:
     rootDirectory: str = field(
         default=None, metadata=_zot(_Directory(), status=IMPLEMENTED, required=True)
     )
-    dedupe: bool = field(default=True, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED))
+    dedupe: bool = field(default=True, metadata=_zot(_BOOL, status=IMPLEMENTED))
     remoteCache: bool = field(
         default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
     )

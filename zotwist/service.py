@@ -53,6 +53,16 @@ class StoreService(Service):
         for d in waiting:
             d.errback(failure)
 
+    def stopService(self):
+        """
+        Stop the store's background work (when it has any).
+        """
+        super().stopService()
+        stop = getattr(self.store, "stopService", None)
+        if stop is None:
+            return None
+        return ensureDeferred(stop())
+
     def whenReady(self) -> Deferred:
         if self.isReady:
             d = Deferred()

@@ -122,6 +122,7 @@ def makeServiceFromConfig(
         commit=config.storage.commit,
         reactor=reactor,
         uploadRunner=uploads,
+        dedupe=config.storage.dedupe,
     )
     storeService = StoreService(store)
     storeService.setServiceParent(top)

@@ -39,9 +39,11 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock
+from zotwist.storage.tagtimes import TagTimes
 from zotwist.storage.writers import (
     AppendWriter,
     FreshWriter,
@@ -188,12 +190,22 @@ class LocalStore:
     @param root: the storage root directory.
     @param runner: an L{zotwist.threads.IBlockingRunner} for disk work.
     @param commit: fsync files before renaming them (zot's C{storage.commit}).
+    @param dedupe: zot's C{storage.dedupe}: L{True} to store identical blobs
+        of different repositories as hard links, L{False} for copies (see
+        L{zotwist.storage.dedupe}); L{None} (unit tests) for no blob index
+        at all: mounts link when they can and search every repository.
     """
 
     _log = Logger()
 
     def __init__(
-        self, root: str, runner, commit: bool = False, reactor=None, uploadRunner=None
+        self,
+        root: str,
+        runner,
+        commit: bool = False,
+        reactor=None,
+        uploadRunner=None,
+        dedupe: bool | None = None,
     ):
         self.root = os.path.abspath(root)
         self._journalPath = os.path.join(self.root, ".repositories.journal")
@@ -216,6 +228,9 @@ class LocalStore:
         self._indexWaiters: dict[str, list] = {}
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
+        self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
+        #: Push and pull times per tag and manifest digest (for retention).
+        self.tagTimes = TagTimes(self.root, runner, reactor)
 
     # -- paths ----------------------------------------------------------------
 
@@ -247,6 +262,18 @@ class LocalStore:
             "Storage root {root} holds {count} repositories (scanned in {seconds:.2f} s)",
             root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
+        self.tagTimes.start()
+        if self._dedupe is not None:
+            await self._dedupe.start()
+
+    async def stopService(self) -> None:
+        """
+        Stop background storage work (a dedupe conversion) after its step;
+        write the push and pull times not yet written.
+        """
+        if self._dedupe is not None:
+            await self._dedupe.stop()
+        await self.tagTimes.stop()
 
     def _progressReporter(self):
         """
@@ -575,6 +602,8 @@ class LocalStore:
             await self._runner.run(os.unlink, path)
         except (FileNotFoundError, NotADirectoryError):
             raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        if self._dedupe is not None:
+            await self._runner.run(self._dedupe.removed, name, digest)
 
     async def mountBlob(
         self, name: str, digest: str, fromName: str | None, mayRead=None
@@ -583,29 +612,58 @@ class LocalStore:
         existing = await self.statBlob(name, digest)
         if existing is not None:
             return existing
-        candidates = [fromName] if fromName is not None else list(self._repositories)
+        if fromName is not None:
+            candidates = [fromName]
+        elif self._dedupe is not None and self._dedupe.ready:
+            # The blob index names the holders: no walk over every repository.
+            holders = await self._runner.run(self._dedupe.holders, digest, None, name)
+            candidates = [repo for repo, _, _ in holders]
+        else:
+            candidates = list(self._repositories)
         if mayRead is not None:
             candidates = [c for c in candidates if mayRead(c)]
         sources = [self._blobPath(c, digest) for c in candidates if c != name]
-        size = await self._runner.run(self._linkFirst, name, sources, target)
+        size = await self._runner.run(self._linkFirst, name, digest, sources, target)
         if size is not None:
             self._noteRepository(name)
         return size
 
-    def _linkFirst(self, name: str, sources: list[str], target: str) -> int | None:
+    def _linkFirst(
+        self, name: str, digest: str, sources: list[str], target: str
+    ) -> int | None:
         for source in sources:
             if os.path.isfile(source):
                 self._ensureLayout(name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 self._publish(source, target, keepSource=True)
+                if self._dedupe is not None:
+                    self._dedupe.recorded(name, digest)
                 return os.stat(target).st_size
         return None
+
+    def _publishBlob(self, name: str, digest: str, source: str, target: str) -> None:
+        """
+        Publish a verified upload: a hard link to the copy another
+        repository holds when dedupe links, else L{_publish} by rename.
+        Blocking.
+        """
+        dedupe = self._dedupe
+        if dedupe is None:
+            self._publish(source, target, keepSource=False)
+            return
+        size = os.stat(source).st_size
+        with dedupe.lockFor(digest):
+            if dedupe.linkInto(name, digest, size, target):
+                os.unlink(source)
+                return
+            self._publish(source, target, keepSource=False)
+            dedupe.recorded(name, digest)
 
     def _publish(self, source: str, target: str, keepSource: bool) -> None:
         """
         Put C{source}'s content under C{target} atomically: a hard link when
         the source must stay (a mount), else a rename; a copy when the
-        filesystem cannot link.  Blocking.
+        filesystem cannot link or dedupe is off.  Blocking.
         """
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not keepSource:
@@ -618,11 +676,18 @@ class LocalStore:
             os.replace(source, target)
             return
         tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-        try:
-            os.link(source, tmp)
-        except OSError:
+        if self._dedupe is None or self._dedupe.linking:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+        else:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     # -- uploads ---------------------------------------------------------------
 
@@ -720,7 +785,7 @@ class LocalStore:
                     "DIGEST_INVALID", detail={"expected": digest, "actual": actual}
                 )
             self._ensureLayout(name)
-            self._publish(dataPath, target, keepSource=False)
+            self._publishBlob(name, digest, dataPath, target)
             shutil.rmtree(directory, True)
             return size
 
@@ -739,7 +804,7 @@ class LocalStore:
 
         def publish():
             self._ensureLayout(name)
-            self._publish(writer.path, target, keepSource=False)
+            self._publishBlob(name, digest, writer.path, target)
             writer.committed = True
             shutil.rmtree(writer.directory, True)
 
@@ -782,6 +847,7 @@ class LocalStore:
         body = await self._manifestBody(name, digest)
         if body is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        self.tagTimes.pulled(name, (reference, digest) if reference != digest else (digest,))
         return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
 
     async def _manifestBody(self, name: str, digest: str) -> bytes | None:
@@ -842,9 +908,18 @@ class LocalStore:
             if absent:
                 raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
             self._ensureLayout(name)
-            if not os.path.isfile(path):
+            if os.path.isfile(path):
+                return
+            dedupe = self._dedupe
+            if dedupe is None:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 _writeAtomically(path, body, self._commit)
+                return
+            with dedupe.lockFor(digest):
+                if not dedupe.linkInto(name, digest, len(body), path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    _writeAtomically(path, body, self._commit)
+                    dedupe.recorded(name, digest)
 
         await self._runner.run(checkAndStore)
         self._manifestBodies.put(digest, body, len(body))
@@ -863,6 +938,7 @@ class LocalStore:
             return True, None
 
         await self._mutateIndex(name, change)
+        self.tagTimes.pushed(name, [*tags, digest])
         return info
 
     async def deleteManifest(self, name: str, reference: str) -> None:
