@@ -497,16 +497,12 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                 f"{key}: not implemented by zotwist yet; ignored"
                 for key in [
                     "storage.dedupe",
-                    "storage.gc",
-                    "storage.gcDelay",
-                    "storage.gcInterval",
                     "storage.maxRepos",
                     "storage.retention",
                     "storage.subPaths",
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
-                    "extensions.scrub",
                     "extensions.lint",
                     "extensions.ui",
                 ]
@@ -1094,7 +1090,10 @@ class SchemaTests(SynchronousTestCase):
         Exactly the keys zotwist acts on are implemented (sections that only
         contain them count too); C{storage.commit} is passed to the store,
         which fsyncs before renaming; C{extensions.metrics} serves the
-        Prometheus metrics (L{zotwist.ops.metrics}).
+        Prometheus metrics (L{zotwist.ops.metrics}); C{storage.gc},
+        C{gcDelay} and C{gcInterval} run the collector
+        (L{zotwist.storage.gc}) and C{extensions.scrub} the scrub
+        (L{zotwist.storage.scrub}).
         """
         implemented = sorted(
             key for key, status in keyStatuses().items() if status == IMPLEMENTED
@@ -1108,6 +1107,9 @@ class SchemaTests(SynchronousTestCase):
                 "extensions.metrics.enable",
                 "extensions.metrics.prometheus",
                 "extensions.metrics.prometheus.path",
+                "extensions.scrub",
+                "extensions.scrub.enable",
+                "extensions.scrub.interval",
                 "http",
                 "http.accessControl",
                 "http.accessControl.adminPolicy",
@@ -1171,6 +1173,9 @@ class SchemaTests(SynchronousTestCase):
                 "log.output",
                 "storage",
                 "storage.commit",
+                "storage.gc",
+                "storage.gcDelay",
+                "storage.gcInterval",
                 "storage.rootDirectory",
             ],
         )
@@ -1237,7 +1242,7 @@ class SchemaTests(SynchronousTestCase):
             "storage.subPaths.*.rootDirectory",
             "storage.retention.policies[].keepTags[].patterns",
             "http.externalUrl",
-            "extensions.scrub.interval",
+            "extensions.lint.enable",
             "scheduler.numWorkers",
             "cluster.hashKey",
         ]:

@@ -211,6 +211,11 @@ class LocalStore:
         self._indexWaiters: dict[str, list] = {}
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
+        #: Refresh a blob's mtime when a client uses it and it is older than
+        #: this many seconds, so the garbage collector (which removes
+        #: unreferenced blobs older than C{gcDelay}) does not take a blob a
+        #: client just saw; L{None} (no collector) never touches.
+        self.touchAfter: float | None = None
 
     # -- paths ----------------------------------------------------------------
 
@@ -544,19 +549,43 @@ class LocalStore:
 
     # -- blobs ------------------------------------------------------------------
 
+    def _touch(self, path: str, st: os.stat_result) -> bool:
+        """
+        Refresh C{path}'s mtime if it is older than L{touchAfter} (one
+        C{utime} per blob per C{touchAfter} at most).
+
+        @return: false when the file vanished meanwhile (the collector took
+            it): the caller treats the blob as missing.
+        """
+        touchAfter = self.touchAfter
+        if touchAfter is None or time.time() - st.st_mtime <= touchAfter:
+            return True
+        try:
+            os.utime(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            pass  # a read-only root: nothing collects there either
+        return True
+
     async def statBlob(self, name: str, digest: str) -> int | None:
         path = self._blobPath(name, digest)
         try:
-            return os.stat(path).st_size
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        if not self._touch(path, st):
+            return None
+        return st.st_size
 
     async def openBlob(self, name: str, digest: str) -> LocalBlobReader:
         path = self._blobPath(name, digest)
 
         def open_():
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            return fd, os.fstat(fd).st_size
+            st = os.fstat(fd)
+            self._touch(path, st)
+            return fd, st.st_size
 
         try:
             fd, size = await self._runner.run(open_)
@@ -593,6 +622,13 @@ class LocalStore:
                 self._ensureLayout(name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 self._publish(source, target, keepSource=True)
+                if self.touchAfter is not None:
+                    # A link shares the source's (maybe old) mtime: the
+                    # mounted blob is new here, and must not look stale.
+                    try:
+                        os.utime(target)
+                    except OSError:
+                        pass
                 return os.stat(target).st_size
         return None
 
@@ -846,7 +882,28 @@ class LocalStore:
         ):
             descriptor["artifactType"] = info.artifactType
 
+        allNeeded = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs] + [
+            (d.digest, self._blobPath(name, d.digest)) for d in info.children
+        ]
+
         def change(entries):
+            # Under the index lock, where the garbage collector decides too:
+            # what this manifest needs must still be there now, and becomes
+            # referenced before the lock is released (zotwist.storage.gc).
+            absent = []
+            for d, p in allNeeded:
+                try:
+                    st = os.stat(p)
+                except (FileNotFoundError, NotADirectoryError):
+                    absent.append(d)
+                    continue
+                if not self._touch(p, st):
+                    absent.append(d)
+            if absent:
+                raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+            if not os.path.isfile(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _writeAtomically(path, body, self._commit)
             if not tags:
                 return entries.add(descriptor), None
             for tag in tags:
