@@ -350,8 +350,10 @@ class UploadAndTemporaryTests(GCCase):
 
     def test_temporaryFilesGo(self):
         """
-        Old temporary files a crash left in C{blobs/} and beside the index
-        go; a new one (a write in progress) stays.
+        Temporary files a crash left in C{blobs/} and beside the index go
+        once their name is older than the delay (the cutoff); a newer one (a
+        write in progress) stays, even with an old mtime, as the hard link a
+        mount makes has (its source's).
         """
         self.pushImage(self.repo, "1.0")
         repoDir = os.path.join(self.root, "team", "app")
@@ -362,11 +364,15 @@ class UploadAndTemporaryTests(GCCase):
         for path in leftovers:
             with open(path, "wb") as f:
                 f.write(b"x")
-            age(path, OLD)
+        time.sleep(0.05)
+        cutoff = time.time()
+        time.sleep(0.05)
         inProgress = os.path.join(repoDir, "blobs", "sha256", "def.456.tmp")
         with open(inProgress, "wb") as f:
             f.write(b"y")
-        self.assertEqual(self.collect().temporary, 2)
+        age(inProgress, OLD)
+        result = collectRepositoryBlocking(repoDir, cutoff)
+        self.assertEqual(result.temporary, 2)
         for path in leftovers:
             self.assertFalse(os.path.exists(path))
         self.assertTrue(os.path.exists(inProgress))

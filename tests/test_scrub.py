@@ -217,7 +217,9 @@ class RunningScrubTests(TestCase):
         With C{extensions.scrub} on, a corrupted layer is found within an
         interval and 404s; a re-push of the blob repairs the image.
         """
-        reg = await startRegistry(self, {"extensions": {"scrub": {"interval": "200ms"}}})
+        reg = await startRegistry(
+            self, {"extensions": {"scrub": {"interval": "200ms"}, "metrics": {"enable": True}}}
+        )
         image = await pushImage(reg, "team/app", "1.0", "scrubbed")
         layer = oci.digestOf(image.layers[0])
         path = os.path.join(reg.root, "team", "app", "blobs", "sha256", layer.split(":")[1])
@@ -234,6 +236,9 @@ class RunningScrubTests(TestCase):
         # find the image missing that layer.
         self.assertIn(("missing-reference", layer), [(p.kind, p.digest) for p in scrub.problems])
         self.assertEqual(len(os.listdir(os.path.join(reg.root, "team", "app", ".corrupt"))), 1)
+        metrics = (await content(await reg.client.get(f"{reg.url}/metrics"))).decode()
+        self.assertIn('zot_scrub_problems{kind="missing-reference"} 1.0', metrics)
+        self.assertIn('zot_scrub_problems{kind="invalid-index"} 0.0', metrics)
         await pushBlob(reg, "team/app", image.layers[0])
         resp = await reg.client.get(url)
         self.assertEqual(oci.digestOf(await content(resp)), layer)
@@ -245,7 +250,11 @@ class RunningScrubTests(TestCase):
         gone soon after its delay; the image stays whole.
         """
         reg = await startRegistry(
-            self, {"storage": {"gcDelay": "300ms", "gcInterval": "100ms"}}
+            self,
+            {
+                "storage": {"gcDelay": "300ms", "gcInterval": "100ms"},
+                "extensions": {"metrics": {"enable": True}},
+            },
         )
         image = await pushImage(reg, "team/app", "1.0", "collected")
         stray = await pushBlob(reg, "team/app", b"stray blob")
@@ -260,4 +269,7 @@ class RunningScrubTests(TestCase):
         self.assertEqual(
             await status(reg, "GET", f"{reg.url}/v2/team/app/manifests/1.0"), 200
         )
+        metrics = (await content(await reg.client.get(f"{reg.url}/metrics"))).decode()
+        self.assertIn('zot_gc_removed_total{kind="blobs"} 1.0', metrics)
+        self.assertIn(f"zot_gc_removed_bytes_total {len(b'stray blob')}.0", metrics)
 

@@ -124,7 +124,7 @@ def makeServiceFromConfig(
     )
     storeService = StoreService(store)
     storeService.setServiceParent(top)
-    _addLifecycleServices(top, config, store, runner, reactor, isWorker)
+    lifecycle = _addLifecycleServices(top, config, store, runner, reactor, isWorker)
     # Downloads by sendfile hold a thread each for their duration: their own
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
@@ -154,6 +154,12 @@ def makeServiceFromConfig(
     )
     operations = installOperations(site, config, store, storeService, runner, reactor)
     OperationsService(operations, storeService).setServiceParent(top)
+    if operations.metrics is not None:
+        for service in lifecycle:
+            if isinstance(service, GarbageCollectionService):
+                service.collector.onRound = operations.metrics.collected
+            else:
+                service.onProblems = operations.metrics.scrubbed
     http = HTTPService(
         reactor, site, config.http.address, config.http.port, storeService, tlsOptions,
         adoptFD=adoptFD, drainTimeout=drainTimeout,
@@ -176,26 +182,34 @@ def makeServiceFromConfig(
     return top
 
 
-def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> None:
+def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
     """
     Garbage collection (C{storage.gc}) and scrub (C{extensions.scrub}), run
     by the first process only: workers share its root.  Every process
     refreshes the age of the blobs its clients use, for the collector.
+
+    @return: the services added.
     """
+    added = []
     storage = config.storage
     if storage.gc:
         store.touchAfter = storage.gcDelay / 2
     if isWorker:
-        return
+        return added
     if storage.gc:
         collector = GarbageCollector(store, runner, storage.gcDelay)
-        GarbageCollectionService(collector, storage.gcInterval, reactor).setServiceParent(top)
+        gc = GarbageCollectionService(collector, storage.gcInterval, reactor)
+        gc.setServiceParent(top)
+        added.append(gc)
     extensions = config.extensions
     scrub = extensions.scrub if extensions is not None else None
     if scrub is not None and scrub.enable:
         scrubRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=1, name="scrub")
         scrubRunner.setServiceParent(top)
-        ScrubService(store, scrubRunner, scrub.interval, reactor=reactor).setServiceParent(top)
+        scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
+        scrubService.setServiceParent(top)
+        added.append(scrubService)
+    return added
 
 
 def _reloadAccessControl(settings, authorizer) -> None:

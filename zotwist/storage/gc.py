@@ -328,8 +328,16 @@ def _sweepBlobs(repoDir: str, keep: set, cutoff: float, result: CollectionResult
 
 
 def _removeTemporary(path: str, cutoff: float) -> int | None:
-    mtime = _mtime(path)
-    if mtime is None or mtime >= cutoff:
+    """
+    Delete a temporary file older than C{cutoff}.  Its change time counts
+    too: a hard link being made for a mount keeps the source's old mtime,
+    but its ctime is new.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if max(st.st_mtime, st.st_ctime) >= cutoff:
         return None
     try:
         os.unlink(path)
@@ -398,6 +406,12 @@ class GarbageCollector:
         self.clock = clock
         #: Set to stop a round after the repository in progress.
         self.stopping = False
+        #: Everything removed since this collector was made.
+        self.removed = CollectionResult()
+        #: Complete rounds of L{collectAll}.
+        self.rounds = 0
+        #: Called with each round's L{CollectionResult} (the metrics hook).
+        self.onRound = None
 
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))
@@ -430,6 +444,10 @@ class GarbageCollector:
                     bytes=result.bytes, uploads=result.uploads,
                 )
             total.add(result)
+        self.removed.add(total)
+        self.rounds += 1
+        if self.onRound is not None:
+            self.onRound(total)
         _log.debug(
             "GC of {count} repositories took {seconds:.2f} s",
             count=len(names), seconds=time.monotonic() - started,

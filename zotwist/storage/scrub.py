@@ -40,14 +40,21 @@ DEFAULT_RATE = 64 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
+#: Every L{Problem.kind}.
+PROBLEM_KINDS = (
+    "corrupt-blob", "missing-manifest", "invalid-manifest", "missing-reference", "invalid-index",
+)
+
+
 @dataclass(frozen=True)
 class Problem:
     """
     One piece of damage.
 
     @ivar repository: the repository's name.
-    @ivar kind: C{"corrupt-blob"} (moved aside), C{"missing-manifest"},
-        C{"invalid-manifest"} or C{"missing-reference"}.
+    @ivar kind: one of L{PROBLEM_KINDS}: C{"corrupt-blob"} (moved aside),
+        C{"missing-manifest"}, C{"invalid-manifest"}, C{"missing-reference"}
+        or C{"invalid-index"}.
     @ivar digest: the blob or manifest concerned.
     @ivar detail: a human-readable explanation.
     """
