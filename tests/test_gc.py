@@ -462,6 +462,19 @@ class SafetyTests(GCCase):
         self.assertTrue(self.exists(config))
         self.assertEqual(self.indexDigests(), set())
 
+    def test_rePushRefreshesUntaggedManifest(self):
+        """
+        Pushing an old untagged manifest again (as a client pushing an
+        index re-pushes its children) makes it young: it is kept for the
+        index that follows.
+        """
+        self.store.touchAfter = DELAY / 2
+        body, digest = self.pushImage(self.repo, None)
+        self.ageAll()
+        self.result(self.store.putManifest(self.repo, body, oci.OCI_MANIFEST, digest, []))
+        self.assertEqual(self.collect().manifests, [])
+        self.assertEqual(self.indexDigests(), {digest})
+
     def test_putRewritesVanishedManifestBytes(self):
         """
         A re-push of a manifest whose old bytes the collector removed after

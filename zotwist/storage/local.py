@@ -901,7 +901,11 @@ class LocalStore:
                     absent.append(d)
             if absent:
                 raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
-            if not os.path.isfile(path):
+            try:
+                own = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                own = None
+            if own is None or not self._touch(path, own):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 _writeAtomically(path, body, self._commit)
             if not tags:

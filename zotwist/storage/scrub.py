@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.manifests import parseManifest
+from zotwist.storage.locks import fileLock
 
 _log = Logger()
 
@@ -187,7 +188,11 @@ def scrubRepositoryBlocking(
                     + ("; moved to .corrupt/" if moved else ""),
                 )
             )
-    problems += _checkManifests(name, repoDir)
+    # Under the index lock, as the collector deletes: an index read before a
+    # collection and manifests looked for after it would be false damage.
+    if os.path.isfile(os.path.join(repoDir, "index.json")):
+        with fileLock(os.path.join(repoDir, ".index.lock")):
+            problems += _checkManifests(name, repoDir)
     return problems
 
 
