@@ -41,7 +41,17 @@ Safety, the point of doing this while pushes go on:
     that blob within C{gcDelay / 2}.
 
 Blob uploads do not take the lock: a blob finished during a collection has a
-fresh mtime and is younger than C{gcDelay}, so it survives.
+fresh mtime and is younger than C{gcDelay}, so it survives.  Whatever puts a
+blob in place by hard link (a mount, a deduplicated upload) must C{utime} it,
+as the link shares its source's possibly old mtime.
+
+Limits: one image's blobs must all be pushed within C{gcDelay} of the first
+(zot has the same rule); a C{SIGKILL} between the rename aside and the link
+back loses a blob a client had just HEADed, and that client's manifest PUT
+then fails cleanly.  The lock is held while a repository's manifests are
+read, so pushes into a repository with very many manifests wait that long.
+(Measured: 1,000 repositories of 3 images each, 0.35 s a round with nothing
+to remove, 2 s removing 1,000 manifests and 3,000 blobs.)
 """
 
 import json
@@ -473,6 +483,7 @@ class GarbageCollectionService(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.collector.stopping = False
         self._loop = LoopingCall(self._tick)
         if self._reactor is not None:
             self._loop.clock = self._reactor
