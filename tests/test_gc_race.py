@@ -299,7 +299,7 @@ class GCCrashTests(TestCase):
     C{SIGKILL} during pushes and collections.
     """
 
-    timeout = 300
+    timeout = 60 + 30 * GC_CRASH_ROUNDS
 
     async def test_killDuringPushesAndCollections(self):
         """
