@@ -176,9 +176,9 @@ class UsageTests(CLITestCase):
         """
         An unknown command is refused by the parser.
         """
-        status, out, err = self.zot("scrub", "config.json")
+        status, out, err = self.zot("frobnicate", "config.json")
         self.assertEqual((status, out), (2, ""))
-        self.assertIn("invalid choice: 'scrub'", err)
+        self.assertIn("invalid choice: 'frobnicate'", err)
 
     def test_missingFileArgument(self):
         """

@@ -496,16 +496,12 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
             tuple(
                 f"{key}: not implemented by zotwist yet; ignored"
                 for key in [
-                    "storage.gc",
-                    "storage.gcDelay",
-                    "storage.gcInterval",
                     "storage.maxRepos",
                     "storage.retention",
                     "storage.subPaths",
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
-                    "extensions.scrub",
                     "extensions.lint",
                     "extensions.ui",
                 ]
@@ -1093,8 +1089,11 @@ class SchemaTests(SynchronousTestCase):
         Exactly the keys zotwist acts on are implemented (sections that only
         contain them count too); C{storage.commit} is passed to the store,
         which fsyncs before renaming, and C{storage.dedupe}, which links
-        identical blobs (L{zotwist.storage.dedupe}); C{extensions.metrics} serves the
-        Prometheus metrics (L{zotwist.ops.metrics}).
+        identical blobs (L{zotwist.storage.dedupe}); C{extensions.metrics}
+        serves the Prometheus metrics (L{zotwist.ops.metrics}); C{storage.gc},
+        C{gcDelay} and C{gcInterval} run the collector
+        (L{zotwist.storage.gc}) and C{extensions.scrub} the scrub
+        (L{zotwist.storage.scrub}).
         """
         implemented = sorted(
             key for key, status in keyStatuses().items() if status == IMPLEMENTED
@@ -1108,6 +1107,9 @@ class SchemaTests(SynchronousTestCase):
                 "extensions.metrics.enable",
                 "extensions.metrics.prometheus",
                 "extensions.metrics.prometheus.path",
+                "extensions.scrub",
+                "extensions.scrub.enable",
+                "extensions.scrub.interval",
                 "http",
                 "http.accessControl",
                 "http.accessControl.adminPolicy",
@@ -1172,6 +1174,9 @@ class SchemaTests(SynchronousTestCase):
                 "storage",
                 "storage.commit",
                 "storage.dedupe",
+                "storage.gc",
+                "storage.gcDelay",
+                "storage.gcInterval",
                 "storage.rootDirectory",
             ],
         )
@@ -1237,7 +1242,7 @@ class SchemaTests(SynchronousTestCase):
             "storage.subPaths.*.rootDirectory",
             "storage.retention.policies[].keepTags[].patterns",
             "http.externalUrl",
-            "extensions.scrub.interval",
+            "extensions.lint.enable",
             "scheduler.numWorkers",
             "cluster.hashKey",
         ]:

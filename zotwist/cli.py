@@ -4,6 +4,9 @@ The C{zot} command, so that zotwist is driven like zot itself:
 
     zot verify config.json    check a config without starting anything
     zot serve config.json     run the registry in the foreground
+    zot gc config.json|ROOT   collect garbage once, the registry stopped
+    zot scrub config.json     check every blob and manifest, the registry
+                              stopped; exit status 1 when damage is found
     zot -v                    print the versions
 
 C{serve} hands over to C{twistd -n --pidfile= zot --config FILE}, so that the
@@ -52,7 +55,132 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run the registry in the foreground (through twistd)"
     )
     serve.add_argument("config", metavar="FILE", help="zot's JSON config file")
+    gc = commands.add_parser(
+        "gc", help="collect garbage once in a stopped registry's storage root"
+    )
+    gc.add_argument(
+        "config", metavar="FILE|ROOT", help="zot's JSON config file, or a storage root"
+    )
+    gc.add_argument(
+        "--delay", metavar="DURATION", default=None,
+        help="keep what is younger than this (a Go duration; default: the "
+        "config's storage.gcDelay, else 1h)",
+    )
+    gc.add_argument(
+        "--force", action="store_true",
+        help="run even if something answers on the config's address and port",
+    )
+    scrub = commands.add_parser(
+        "scrub", help="check every blob and manifest of a stopped registry's storage"
+    )
+    scrub.add_argument("config", metavar="FILE", help="zot's JSON config file")
+    scrub.add_argument(
+        "--force", action="store_true",
+        help="run even if something answers on the config's address and port",
+    )
     return parser
+
+
+def _serverAnswers(config) -> bool:
+    """
+    Whether something accepts connections on the config's address and port
+    (then the registry probably runs, and offline maintenance is refused, as
+    zot's C{scrub} refuses).
+    """
+    import socket
+
+    address = config.http.address
+    if address in ("0.0.0.0", "", "::"):
+        address = "127.0.0.1"
+    if not config.http.port:
+        return False
+    try:
+        with socket.create_connection((address, config.http.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _offlineConfig(path: str, force: bool):
+    """
+    Load C{path} for an offline command.
+
+    @return: the config, or an exit status after printing why not.
+    """
+    try:
+        config = loadConfig(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    if not force and _serverAnswers(config):
+        print(
+            f"zot: {config.http.address}:{config.http.port} answers: stop the "
+            "registry first (or --force)",
+            file=sys.stderr,
+        )
+        return 1
+    return config
+
+
+def _gc(path: str, delay: "str | None", force: bool) -> int:
+    """
+    One garbage collection of every repository, now.
+    """
+    from zotwist.config import parseDuration
+    from zotwist.storage.gc import collectRepositoryBlocking
+    from zotwist.storage.scrub import listRepositories
+
+    if os.path.isdir(path):
+        root, seconds = os.path.abspath(path), 3600.0
+    else:
+        config = _offlineConfig(path, force)
+        if isinstance(config, int):
+            return config
+        root, seconds = config.storage.rootDirectory, config.storage.gcDelay
+    if delay is not None:
+        try:
+            seconds = parseDuration(delay)
+        except ValueError as e:
+            print(f"zot: --delay: {e}", file=sys.stderr)
+            return 2
+    import time
+
+    cutoff = time.time() - seconds
+    manifests = blobs = freed = uploads = 0
+    for name in listRepositories(root):
+        result = collectRepositoryBlocking(os.path.join(root, *name.split("/")), cutoff)
+        manifests += len(result.manifests)
+        blobs += len(result.blobs)
+        freed += result.bytes
+        uploads += result.uploads
+        if result.skipped:
+            print(f"{name}: blobs left alone: {result.skipped}", file=sys.stderr)
+    print(
+        f"{root}: removed {manifests} manifests, {blobs} blobs ({freed} bytes), "
+        f"{uploads} stale uploads"
+    )
+    return 0
+
+
+def _scrub(path: str, force: bool) -> int:
+    """
+    Check every blob and manifest; corrupt blobs are moved aside.
+
+    @return: 0 when the storage is sound, 1 when damage was found.
+    """
+    from zotwist.storage.scrub import scrubRootBlocking
+
+    config = _offlineConfig(path, force)
+    if isinstance(config, int):
+        return config
+    problems = scrubRootBlocking(config.storage.rootDirectory)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"zot: scrub found {len(problems)} problems", file=sys.stderr)
+        return 1
+    print(f"{config.storage.rootDirectory}: ok")
+    return 0
 
 
 def _version() -> int:
@@ -141,8 +269,15 @@ def main(argv: "list[str] | None" = None) -> int:
         return _verify(options.config)
     if options.command == "serve":
         return _serve(options.config)
+    if options.command == "gc":
+        return _gc(options.config, options.delay, options.force)
+    if options.command == "scrub":
+        return _scrub(options.config, options.force)
     parser.print_usage(sys.stderr)
-    print("zot: error: a command is required (verify, serve) or -v", file=sys.stderr)
+    print(
+        "zot: error: a command is required (verify, serve, gc, scrub) or -v",
+        file=sys.stderr,
+    )
     return 2
 
 

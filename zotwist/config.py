@@ -930,12 +930,12 @@ class StorageConfig:
     remoteCache: bool = field(
         default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
     )
-    gc: bool = field(default=True, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED))
+    gc: bool = field(default=True, metadata=_zot(_BOOL, status=IMPLEMENTED))
     gcDelay: float = field(
-        default=3600.0, metadata=_zot(_DURATION, status=NOT_IMPLEMENTED)
+        default=3600.0, metadata=_zot(_DURATION, status=IMPLEMENTED)
     )
     gcInterval: float = field(
-        default=3600.0, metadata=_zot(_DURATION, status=NOT_IMPLEMENTED)
+        default=3600.0, metadata=_zot(_DURATION, status=IMPLEMENTED)
     )
     gcTimeWindow: str | None = field(
         default=None, metadata=_zot(_GCTimeWindow(), status=NOT_IMPLEMENTED)
@@ -1619,7 +1619,7 @@ class ExtensionsConfig:
         default=None, metadata=_zot(_Section(MetricsConfig), status=IMPLEMENTED)
     )
     scrub: ScrubConfig | None = field(
-        default=None, metadata=_zot(_Section(ScrubConfig), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_Section(ScrubConfig), status=IMPLEMENTED)
     )
     lint: LintConfig | None = field(
         default=None, metadata=_zot(_Section(LintConfig), status=NOT_IMPLEMENTED)

@@ -13,6 +13,9 @@ the other, so the HTTP port drains before the thread pool stops):
   - C{logs}: L{zotwist.logs.LogService} (C{log.level}, C{log.output});
   - C{threads-disk}: the disk thread pool;
   - C{store}: L{zotwist.service.StoreService} (scans the storage root);
+  - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService};
+    C{threads-scrub} and C{scrub} (C{extensions.scrub}):
+    L{zotwist.storage.scrub.ScrubService};
   - C{ops}: L{zotwist.ops.wiring.OperationsService}, holding what the
     site's operational endpoints use (health checks, metrics);
   - C{http}: L{zotwist.service.HTTPService} on a L{RegistrySite} carrying
@@ -45,7 +48,9 @@ from zotwist.ops.lifecycle import OrderedMultiService, SignalHandlers, notifySys
 from zotwist.ops.reload import ReloadableSettings, ReloadService
 from zotwist.ops.wiring import OperationsService, installOperations
 from zotwist.service import HTTPService, StoreService
+from zotwist.storage.gc import GarbageCollectionService, GarbageCollector
 from zotwist.storage.local import LocalStore
+from zotwist.storage.scrub import ScrubService
 from zotwist.threads import ThreadPoolRunner
 from zotwist.web.audit import buildAuditLog
 from zotwist.web.ratelimit import buildRateLimiter
@@ -126,6 +131,7 @@ def makeServiceFromConfig(
     )
     storeService = StoreService(store)
     storeService.setServiceParent(top)
+    lifecycle = _addLifecycleServices(top, config, store, runner, reactor, isWorker)
     # Downloads by sendfile hold a thread each for their duration: their own
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
@@ -155,6 +161,12 @@ def makeServiceFromConfig(
     )
     operations = installOperations(site, config, store, storeService, runner, reactor)
     OperationsService(operations, storeService).setServiceParent(top)
+    if operations.metrics is not None:
+        for service in lifecycle:
+            if isinstance(service, GarbageCollectionService):
+                service.collector.onRound = operations.metrics.collected
+            else:
+                service.onProblems = operations.metrics.scrubbed
     http = HTTPService(
         reactor, site, config.http.address, config.http.port, storeService, tlsOptions,
         adoptFD=adoptFD, drainTimeout=drainTimeout,
@@ -175,6 +187,36 @@ def makeServiceFromConfig(
         )
         handlers.setServiceParent(top)
     return top
+
+
+def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
+    """
+    Garbage collection (C{storage.gc}) and scrub (C{extensions.scrub}), run
+    by the first process only: workers share its root.  Every process
+    refreshes the age of the blobs its clients use, for the collector.
+
+    @return: the services added.
+    """
+    added = []
+    storage = config.storage
+    if storage.gc:
+        store.touchAfter = storage.gcDelay / 2
+    if isWorker:
+        return added
+    if storage.gc:
+        collector = GarbageCollector(store, runner, storage.gcDelay)
+        gc = GarbageCollectionService(collector, storage.gcInterval, reactor)
+        gc.setServiceParent(top)
+        added.append(gc)
+    extensions = config.extensions
+    scrub = extensions.scrub if extensions is not None else None
+    if scrub is not None and scrub.enable:
+        scrubRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=1, name="scrub")
+        scrubRunner.setServiceParent(top)
+        scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
+        scrubService.setServiceParent(top)
+        added.append(scrubService)
+    return added
 
 
 def _reloadAccessControl(settings, authorizer) -> None:

@@ -223,6 +223,42 @@ class RegistryMetrics:
         )
         info.labels(__version__, "zotwist", DIST_SPEC_VERSION, platform.python_version()).set(0)
         registry.register(_StorageCollector(self))
+        self.scrubProblems = Gauge(
+            "zot_scrub_problems", "Damage the last complete scrub found, by kind",
+            ["kind"], registry=registry,
+        )
+        self.scrubRounds = Counter(
+            "zot_scrub_rounds", "Complete scrub rounds", registry=registry,
+        )
+        self.gcRemoved = Counter(
+            "zot_gc_removed", "What garbage collection removed, by kind",
+            ["kind"], registry=registry,
+        )
+        self.gcRemovedBytes = Counter(
+            "zot_gc_removed_bytes", "Blob bytes garbage collection freed", registry=registry,
+        )
+
+    def scrubbed(self, problems) -> None:
+        """
+        Record a complete scrub round's problems (L{zotwist.storage.scrub.Problem}).
+        """
+        from zotwist.storage.scrub import PROBLEM_KINDS
+
+        counts = dict.fromkeys(PROBLEM_KINDS, 0)
+        for problem in problems:
+            counts[problem.kind] = counts.get(problem.kind, 0) + 1
+        for kind, count in counts.items():
+            self.scrubProblems.labels(kind).set(count)
+        self.scrubRounds.inc()
+
+    def collected(self, result) -> None:
+        """
+        Count what one collection removed (L{zotwist.storage.gc.CollectionResult}).
+        """
+        self.gcRemoved.labels("manifests").inc(len(result.manifests))
+        self.gcRemoved.labels("blobs").inc(len(result.blobs))
+        self.gcRemoved.labels("uploads").inc(result.uploads)
+        self.gcRemovedBytes.inc(result.bytes)
 
     def observe(self, summary: RequestSummary) -> None:
         """

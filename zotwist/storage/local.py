@@ -158,6 +158,16 @@ def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
     return st
 
 
+def _freshen(path: str) -> None:
+    """
+    Set C{path}'s mtime to now (best effort).
+    """
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def _createIfAbsent(path: str, data: bytes) -> bool:
     """
     Create C{path} holding C{data} unless it exists, atomically: a file
@@ -231,6 +241,11 @@ class LocalStore:
         self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
         #: Push and pull times per tag and manifest digest (for retention).
         self.tagTimes = TagTimes(self.root, runner, reactor)
+        #: Refresh a blob's mtime when a client uses it and it is older than
+        #: this many seconds, so the garbage collector (which removes
+        #: unreferenced blobs older than C{gcDelay}) does not take a blob a
+        #: client just saw; L{None} (no collector) never touches.
+        self.touchAfter: float | None = None
 
     # -- paths ----------------------------------------------------------------
 
@@ -576,19 +591,43 @@ class LocalStore:
 
     # -- blobs ------------------------------------------------------------------
 
+    def _touch(self, path: str, st: os.stat_result) -> bool:
+        """
+        Refresh C{path}'s mtime if it is older than L{touchAfter} (one
+        C{utime} per blob per C{touchAfter} at most).
+
+        @return: false when the file vanished meanwhile (the collector took
+            it): the caller treats the blob as missing.
+        """
+        touchAfter = self.touchAfter
+        if touchAfter is None or time.time() - st.st_mtime <= touchAfter:
+            return True
+        try:
+            os.utime(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            pass  # a read-only root: nothing collects there either
+        return True
+
     async def statBlob(self, name: str, digest: str) -> int | None:
         path = self._blobPath(name, digest)
         try:
-            return os.stat(path).st_size
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        if not self._touch(path, st):
+            return None
+        return st.st_size
 
     async def openBlob(self, name: str, digest: str) -> LocalBlobReader:
         path = self._blobPath(name, digest)
 
         def open_():
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            return fd, os.fstat(fd).st_size
+            st = os.fstat(fd)
+            self._touch(path, st)
+            return fd, st.st_size
 
         try:
             fd, size = await self._runner.run(open_)
@@ -638,6 +677,13 @@ class LocalStore:
                 self._publish(source, target, keepSource=True)
                 if self._dedupe is not None:
                     self._dedupe.recorded(name, digest)
+                if self.touchAfter is not None:
+                    # A link shares the source's (maybe old) mtime: the
+                    # mounted blob is new here, and must not look stale.
+                    try:
+                        os.utime(target)
+                    except OSError:
+                        pass
                 return os.stat(target).st_size
         return None
 
@@ -655,6 +701,10 @@ class LocalStore:
         with dedupe.lockFor(digest):
             if dedupe.linkInto(name, digest, size, target):
                 os.unlink(source)
+                # The link shares the other copy's (maybe old) mtime; the
+                # blob is new in this repository and must not look stale
+                # to the garbage collector before its manifest arrives.
+                _freshen(target)
                 return
             self._publish(source, target, keepSource=False)
             dedupe.recorded(name, digest)
@@ -916,7 +966,9 @@ class LocalStore:
                 _writeAtomically(path, body, self._commit)
                 return
             with dedupe.lockFor(digest):
-                if not dedupe.linkInto(name, digest, len(body), path):
+                if dedupe.linkInto(name, digest, len(body), path):
+                    _freshen(path)  # new here: its age starts now, for GC
+                else:
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     _writeAtomically(path, body, self._commit)
                     dedupe.recorded(name, digest)
@@ -930,7 +982,32 @@ class LocalStore:
         ):
             descriptor["artifactType"] = info.artifactType
 
+        allNeeded = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs] + [
+            (d.digest, self._blobPath(name, d.digest)) for d in info.children
+        ]
+
         def change(entries):
+            # Under the index lock, where the garbage collector decides too:
+            # what this manifest needs must still be there now, and becomes
+            # referenced before the lock is released (zotwist.storage.gc).
+            absent = []
+            for d, p in allNeeded:
+                try:
+                    st = os.stat(p)
+                except (FileNotFoundError, NotADirectoryError):
+                    absent.append(d)
+                    continue
+                if not self._touch(p, st):
+                    absent.append(d)
+            if absent:
+                raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+            try:
+                own = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                own = None
+            if own is None or not self._touch(path, own):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _writeAtomically(path, body, self._commit)
             if not tags:
                 return entries.add(descriptor), None
             for tag in tags:
