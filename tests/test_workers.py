@@ -140,3 +140,28 @@ class WorkersTests(TestCase):
         self.assertEqual(resp.code, 200)
         await self.server.stop()
         await _waitFor(lambda: not os.path.exists(f"/proc/{replacement[0]}"))
+
+
+class OrphanTests(TestCase):
+    """
+    A worker whose parent is already gone when it starts leaves at once,
+    instead of serving a port nobody will stop it on.
+    """
+
+    def test_exitsWhenParentGone(self):
+        """
+        Started with a C{--parent} that is not its parent, the worker exits
+        with status 1 before building anything.
+        """
+        import subprocess
+        import sys
+
+        result = subprocess.run(
+            [sys.executable, "-m", "zotwist.worker", "--config", "/nonexistent.json",
+             "--fd", "3", "--parent", "1"],
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))},
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, b"")

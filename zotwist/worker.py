@@ -34,7 +34,14 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, default=1)
+    parser.add_argument("--parent", type=int, default=None)
     args = parser.parse_args(argv)
+    # First of all: die with the parent, and leave if it is already gone
+    # (it may have died while this process was starting).
+    _dieWithParent()
+    parent = args.parent if args.parent is not None else os.getppid()
+    if os.getppid() != parent:
+        return 1
 
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
@@ -50,11 +57,12 @@ def main(argv=None) -> int:
         return 1
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service = makeServiceFromConfig(config, reactor=reactor, adoptFD=args.fd, isWorker=True)
-    parent = os.getppid()
-    _dieWithParent()
 
     def orphaned():
         if os.getppid() != parent:
+            # The parent is gone: nobody will stop this worker, and a
+            # restarted registry needs the port.  Stop, but never hang.
+            reactor.callLater(5, os._exit, 0)
             reactor.stop()
 
     LoopingCall(orphaned).start(1.0, now=False)

@@ -61,7 +61,13 @@ class WorkerPool(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
+        # Workers may get the stop signal first (a signal to the process
+        # group): no restarts once the reactor is on its way down.
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._noMoreRestarts)
         self._http.whenListening().addCallback(lambda _: self._startAll())
+
+    def _noMoreRestarts(self) -> None:
+        self._stopping = True
 
     def _startAll(self) -> None:
         for index in range(1, self._count + 1):
@@ -73,7 +79,7 @@ class WorkerPool(Service):
         fd = self._http.listeningFD()
         argv = [
             sys.executable, "-m", "zotwist.worker", "--config", self._configPath,
-            "--fd", "3", "--index", str(index),
+            "--fd", "3", "--index", str(index), "--parent", str(os.getpid()),
         ]
         env = dict(os.environ)
         # Workers import zotwist the way this process did.
