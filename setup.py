@@ -62,13 +62,12 @@ setup(
         "treq>=24.9,<27",
         "pyopenssl>=24.3,<27",
         "service-identity>=24.1,<27",
-        # zotwist.tls checks certificates and keys with it (pyOpenSSL needs it too).
+        # zotwist.tls checks certificates and keys with it, bearer tokens are
+        # verified with it (RS/PS/ES/EdDSA); pyOpenSSL needs it too.
         "cryptography>=42",
         "zope.interface>=6.0,<9",
         "ldaptor>=21.2,<22",
         "bcrypt>=4.1,<6",
-        # Bearer token signatures (RS/PS/ES/EdDSA); also what pyopenssl uses.
-        "cryptography>=42",
         # extensions.metrics: Prometheus exposition, one CollectorRegistry
         # per running registry.
         "prometheus-client>=0.20,<1",
