@@ -156,6 +156,12 @@ async def sendWithSendfile(request, reader, offset: int, length: int, runner) ->
     # From here on Twisted must believe the headers are out: nothing else
     # may write to this socket while the thread does.
     request.startedWriting = 1
+    # Do not read from the connection while the thread sends: a client
+    # that closes as soon as it has every byte would otherwise be seen as
+    # gone before the request is finished (and logged as cut off).  Reading
+    # resumes when the request is finished (the channel asks for the next
+    # request) or the connection is dropped.
+    transport.stopReading()
     stop = []
     request.notifyFinish().addErrback(lambda failure: stop.append(failure))
     sending = runner.run(
@@ -167,6 +173,8 @@ async def sendWithSendfile(request, reader, offset: int, length: int, runner) ->
         request.sentLength = count
         if not request._disconnected:
             request.finish()
+            if transport.connected and not transport.disconnecting:
+                transport.startReading()
 
     def failed(failure):
         reader.close()
