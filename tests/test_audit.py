@@ -169,3 +169,23 @@ class AuditUnitTests(SynchronousTestCase):
         with open(path) as f:
             self.assertEqual(f.read(), '{"earlier":true}\n{"a":1}\n')
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_reopenAfterRotation(self):
+        """
+        After the file is renamed (log rotation) and the log reopened, new
+        records go to a new file under the configured name and the earlier
+        ones stay in the renamed file: none lost, none duplicated.
+        """
+        path = self.mktemp()
+        audit = AuditLog(path, Clock())
+        audit.startService()
+        audit.write({"n": 1})
+        os.rename(path, path + ".1")
+        audit.write({"n": 2})
+        audit.reopen()
+        audit.write({"n": 3})
+        audit.stopService()
+        with open(path + ".1") as f:
+            self.assertEqual(f.read(), '{"n":1}\n{"n":2}\n')
+        with open(path) as f:
+            self.assertEqual(f.read(), '{"n":3}\n')

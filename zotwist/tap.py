@@ -148,6 +148,7 @@ def makeServiceFromConfig(
     audit = buildAuditLog(config, reactor)
     if audit is not None:
         audit.setServiceParent(top)  # opened before the port is
+        logs.addReopenHook(audit.reopen)  # rotated with the log on SIGHUP
     authorizer = buildAuthorizer(config, store)
     if authorizer is not None and config.http.accessControl is not None:
         _reloadAccessControl(settings, authorizer)

@@ -111,6 +111,22 @@ class AuditLog(Service):
             self._file.close()
             self._file = None
 
+    def reopen(self) -> None:
+        """
+        Open the file again under its name (after a rotation renamed it, on
+        C{SIGHUP}); records written meanwhile went to the old file, none is
+        lost.  The old file is closed after the swap.
+        """
+        if self._file is None:
+            return
+        try:
+            new = open(self.path, "a", buffering=1, encoding="utf-8")
+        except OSError:
+            self._log.failure("Could not reopen the audit log {path}", path=self.path)
+            return
+        old, self._file = self._file, new
+        old.close()
+
     def watch(self, request, method: str) -> None:
         """
         Record C{request} when it is answered, if C{method} changes things.
