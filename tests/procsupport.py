@@ -493,8 +493,8 @@ class PatternBlob:
             raise ValueError(f"range {offset}-{end} outside 0-{self.size}")
         position = offset
         while position < end:
-            index, skip = divmod(position, self.PIECE)
-            data = self.piece(index)[skip : skip + (end - position)]
+            index, within = divmod(position, self.PIECE)
+            data = self.piece(index)[within : within + (end - position)]
             position += len(data)
             yield data
 
