@@ -20,6 +20,8 @@ from zotwist.config import (
     Config,
     ConfigError,
     HTTPConfig,
+    RedisCacheConfig,
+    S3DriverConfig,
     keyStatuses,
     loadConfig,
     parseConfig,
@@ -32,6 +34,26 @@ MINIMAL = {
     "storage": {"rootDirectory": "/var/lib/zot"},
     "http": {"address": "127.0.0.1", "port": "8080"},
     "log": {"level": "debug"},
+}
+
+#: A storage section on S3 with Redis, with every s3 parameter zotwist uses.
+S3_STORAGE = {
+    "rootDirectory": "/var/lib/zot",
+    "remoteCache": True,
+    "redirectBlobURL": True,
+    "storageDriver": {
+        "name": "s3",
+        "rootdirectory": "/zot",
+        "region": "us-east-1",
+        "regionendpoint": "http://127.0.0.1:7480",
+        "bucket": "zot-storage",
+        "secure": False,
+        "skipverify": "true",
+        "accesskey": "AK",
+        "secretkey": "SK",
+        "forcepathstyle": True,
+    },
+    "cacheDriver": {"name": "redis", "url": "redis://127.0.0.1:6379/0"},
 }
 
 #: The access settings of the SPEC-NOTES 2.9 example, which zotwist refuses.
@@ -645,7 +667,9 @@ class WarningTests(SynchronousTestCase):
     def test_drivers(self):
         """
         Storage and cache driver parameters are kept as written, including
-        the ones zotwist knows nothing about.
+        the ones zotwist ignores, and each ignored one warns on its own: the
+        s3 parameters zot's driver knows as not implemented, others as
+        possibly misspelt, and every redis parameter but C{url}.
         """
         driver = {
             "name": "s3",
@@ -655,8 +679,10 @@ class WarningTests(SynchronousTestCase):
             "secure": True,
             "skipverify": False,
             "multipartcopythresholdsize": 5368709120,
+            "chunkSize": 10485760,
+            "bukket": "typo",
         }
-        cache = {"name": "dynamodb", "endpoint": "http://localhost:4566"}
+        cache = {"name": "redis", "url": "redis://127.0.0.1:6379/0", "keyprefix": "zot"}
         config = parseConfig(
             withKeys(
                 MINIMAL,
@@ -670,10 +696,70 @@ class WarningTests(SynchronousTestCase):
         )
         self.assertEqual(config.storage.storageDriver, driver)
         self.assertEqual(config.storage.cacheDriver, cache)
-        self.assertIn(
-            "storage.storageDriver: not implemented by zotwist yet; ignored",
+        self.assertEqual(
             config.warnings,
+            (
+                "storage.storageDriver.multipartcopythresholdsize: not implemented by "
+                "zotwist yet; ignored",
+                "storage.storageDriver.chunkSize: not implemented by zotwist yet; ignored",
+                "storage.storageDriver.bukket: not a parameter of zot's s3 driver "
+                "(misspelt?); ignored",
+                "storage.cacheDriver.keyprefix: not implemented by zotwist yet; ignored",
+            ),
         )
+
+    def test_s3DriverDoesNotWarn(self):
+        """
+        The s3 parameters zotwist implements, with a redis cache, load
+        without a warning.
+        """
+        config = parseConfig(withKeys(MINIMAL, storage=S3_STORAGE))
+        self.assertEqual(config.warnings, ())
+        self.assertEqual(config.storage.driverName, "s3")
+        self.assertEqual(
+            config.storage.s3,
+            S3DriverConfig(
+                bucket="zot-storage",
+                region="us-east-1",
+                rootdirectory="/zot",
+                regionendpoint="http://127.0.0.1:7480",
+                secure=False,
+                skipverify=True,
+                accesskey="AK",
+                secretkey="SK",
+                forcepathstyle=True,
+            ),
+        )
+        self.assertEqual(config.storage.redis, RedisCacheConfig("redis://127.0.0.1:6379/0"))
+        self.assertTrue(config.storage.redirectBlobURL)
+        defaults = S3DriverConfig.fromDriver({"name": "s3", "Bucket": "b", "region": "r"})
+        self.assertEqual(
+            (defaults.rootdirectory, defaults.regionendpoint, defaults.secure),
+            ("", None, True),
+        )
+        self.assertEqual(
+            (defaults.skipverify, defaults.accesskey, defaults.forcepathstyle),
+            (False, None, False),
+        )
+
+    def test_cacheDriverOnLocalStorage(self):
+        """
+        A cache driver on local storage without C{remoteCache} is ignored
+        with a warning, as zot ignores it.
+        """
+        config = parseConfig(
+            withKeys(MINIMAL, storage={"cacheDriver": {"name": "boltdb", "rootDir": "/x"}})
+        )
+        self.assertEqual(
+            config.warnings,
+            (
+                "storage.cacheDriver: ignored without remoteCache, as zot does; the "
+                "local store needs no cache",
+            ),
+        )
+        self.assertIsNone(config.storage.redis)
+        self.assertIsNone(config.storage.s3)
+        self.assertEqual(config.storage.driverName, "local")
 
 
 class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
@@ -952,6 +1038,103 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
             '"dynamodb", "redis", got a string ("memcached")',
         )
 
+    def test_s3Driver(self):
+        """
+        The s3 driver needs a bucket and a region, as zot's does, and its
+        booleans are JSON booleans or Go's spellings of them.
+        """
+        for missing in ("bucket", "region"):
+            storage = copy.deepcopy(S3_STORAGE)
+            del storage["storageDriver"][missing]
+            self.assertRefused(
+                withKeys(MINIMAL, storage=storage),
+                f"<config>: storage.storageDriver.{missing}: required by the s3 driver, "
+                "but missing",
+            )
+        storage = copy.deepcopy(S3_STORAGE)
+        storage["storageDriver"]["secure"] = "yes"
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            '<config>: storage.storageDriver.secure: expected true or false, got a '
+            'string ("yes")',
+        )
+
+    def test_driversNotImplemented(self):
+        """
+        A gcs or azure store is refused rather than served from the local
+        disk; in a sub-path, which is ignored as a whole, it is not.
+        """
+        self.assertRefused(
+            withKeys(
+                MINIMAL,
+                storage={"storageDriver": {"name": "gcs", "bucket": "b"}, "remoteCache": True},
+            ),
+            "<config>: storage.storageDriver.name: the gcs driver is not implemented by "
+            'zotwist yet (only "local" and "s3"), and serving from the local disk '
+            "instead would put the data somewhere else",
+        )
+        config = parseConfig(
+            withKeys(
+                MINIMAL,
+                storage={
+                    "subPaths": {
+                        "/a": {"rootDirectory": "/srv/a", "storageDriver": {"name": "azure"}}
+                    }
+                },
+            )
+        )
+        self.assertEqual(
+            config.warnings, ("storage.subPaths: not implemented by zotwist yet; ignored",)
+        )
+
+    def test_s3NeedsRedis(self):
+        """
+        An s3 store keeps its shared state in Redis even with one instance:
+        without a redis cacheDriver, or without C{remoteCache} (without
+        which zot ignores the cache driver), it is refused, naming the key.
+        """
+        storage = copy.deepcopy(S3_STORAGE)
+        del storage["cacheDriver"]
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            "<config>: storage.cacheDriver: required with an s3 storageDriver: zotwist "
+            'keeps tags, uploads and locks in Redis ({"name": "redis", "url": '
+            '"redis://HOST:6379/0"})',
+        )
+        storage["cacheDriver"] = {"name": "dynamodb", "endpoint": "http://localhost:4566"}
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            '<config>: storage.cacheDriver.name: zotwist on s3 needs "redis", got a '
+            'string ("dynamodb") (the dynamodb cache driver is not implemented)',
+        )
+        storage = copy.deepcopy(S3_STORAGE)
+        storage["remoteCache"] = False
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            "<config>: storage.remoteCache: must be true with an s3 storageDriver and a "
+            "redis cacheDriver (zot ignores the cacheDriver without it)",
+        )
+
+    def test_redisURL(self):
+        """
+        The redis cache driver needs a Redis C{url}; zot's address lists are
+        not implemented.
+        """
+        storage = copy.deepcopy(S3_STORAGE)
+        storage["cacheDriver"] = {"name": "redis", "addr": ["127.0.0.1:6379"]}
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            "<config>: storage.cacheDriver.url: required by zotwist's redis cacheDriver "
+            '(such as "redis://127.0.0.1:6379/0"); address lists, sentinels and clusters '
+            "are not implemented yet",
+        )
+        storage["cacheDriver"] = {"name": "redis", "URL": "http://127.0.0.1:6379"}
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            '<config>: storage.cacheDriver.URL: expected a Redis URL such as '
+            '"redis://127.0.0.1:6379/0", got a string ("http://127.0.0.1:6379")',
+        )
+
     def test_remoteOnlyKeys(self):
         """
         C{remoteCache} and C{redirectBlobURL} need a remote storage driver.
@@ -1093,7 +1276,9 @@ class SchemaTests(SynchronousTestCase):
         serves the Prometheus metrics (L{zotwist.ops.metrics}); C{storage.gc},
         C{gcDelay} and C{gcInterval} run the collector
         (L{zotwist.storage.gc}) and C{extensions.scrub} the scrub
-        (L{zotwist.storage.scrub}).
+        (L{zotwist.storage.scrub}); C{storage.storageDriver} (local or s3),
+        C{cacheDriver} (redis), C{remoteCache} and C{redirectBlobURL} choose
+        and configure the S3 store (L{zotwist.tap}).
         """
         implemented = sorted(
             key for key, status in keyStatuses().items() if status == IMPLEMENTED
@@ -1172,12 +1357,16 @@ class SchemaTests(SynchronousTestCase):
                 "log.level",
                 "log.output",
                 "storage",
+                "storage.cacheDriver",
                 "storage.commit",
                 "storage.dedupe",
                 "storage.gc",
                 "storage.gcDelay",
                 "storage.gcInterval",
+                "storage.redirectBlobURL",
+                "storage.remoteCache",
                 "storage.rootDirectory",
+                "storage.storageDriver",
             ],
         )
 
@@ -1237,8 +1426,8 @@ class SchemaTests(SynchronousTestCase):
             set(statuses.values()), {IMPLEMENTED, NOT_IMPLEMENTED, REFUSED, ACCEPTED}
         )
         for key in [
-            "storage.storageDriver",
-            "storage.cacheDriver",
+            "storage.subPaths.*.storageDriver",
+            "storage.subPaths.*.cacheDriver",
             "storage.subPaths.*.rootDirectory",
             "storage.retention.policies[].keepTags[].patterns",
             "http.externalUrl",

@@ -445,8 +445,9 @@ class _FreeForm(_Kind):
     parameters (each driver has its own), or subtrees zotwist keeps whole for
     now (C{extensions.sync}, C{http.auth.openid}).  Stored as a deep copy.
 
-    @ivar check: called as C{check(value, path)} to validate what is known
-        about the object; raises L{_Invalid}.
+    @ivar check: called as C{check(value, path, status, walk)} to validate
+        what is known about the object (raising L{_Invalid}) and to add
+        warnings for parameters zotwist ignores.
     """
 
     label = "an object"
@@ -464,7 +465,7 @@ class _FreeForm(_Kind):
         if not isinstance(value, dict):
             raise self.wrongType(value, path)
         if self.check is not None:
-            self.check(value, path)
+            self.check(value, path, status, walk)
         return copy.deepcopy(value)
 
 
@@ -557,7 +558,9 @@ class _Section(_Kind):
     does), refuse it if its status is L{REFUSED}, warn once if it is
     L{NOT_IMPLEMENTED} (once for the outermost such key, not for each key
     inside it), convert it, and construct the dataclass.  A dataclass may
-    define C{_validate(self, path)} for checks that involve several keys.
+    define C{_validate(self, path)} for checks that involve several keys,
+    and C{_warnings(self, path)} returning warning lines about how keys
+    combine (asked only where the section itself is implemented).
     """
 
     label = "an object"
@@ -619,6 +622,9 @@ class _Section(_Kind):
         validate = getattr(section, "_validate", None)
         if validate is not None:
             validate(path)
+        warnings = getattr(section, "_warnings", None)
+        if warnings is not None and status == IMPLEMENTED:
+            walk.warnings.extend(warnings(path))
         return section
 
 
@@ -704,11 +710,13 @@ def parseDuration(value: Any) -> float:
 
 _STORAGE_DRIVERS = ("local", "s3", "gcs", "azure")
 _REMOTE_STORAGE_DRIVERS = ("s3", "gcs", "azure")
+#: The storage drivers zotwist implements.
+_IMPLEMENTED_STORAGE_DRIVERS = ("local", "s3")
 _CACHE_DRIVERS = ("boltdb", "dynamodb", "redis")
 
-#: Parameters of the storage drivers whose type is known; the rest of a
-#: driver's parameters pass through untouched.  Booleans may be strings as
-#: well, because the distribution drivers zot uses parse them either way.
+#: Parameters of the storage drivers whose type is known.  Booleans may be
+#: strings as well, because the distribution drivers zot uses parse them
+#: with Go's C{strconv.ParseBool} either way.
 _DRIVER_PARAMETERS = {
     "rootdirectory": (str,),
     "region": (str,),
@@ -720,6 +728,36 @@ _DRIVER_PARAMETERS = {
     "secure": (bool, str),
     "skipverify": (bool, str),
 }
+
+#: The parameters of zot's s3 driver (distribution's s3-aws) that zotwist
+#: does not act on: they load with a warning.  Parameters neither here nor
+#: in L{_DRIVER_PARAMETERS} warn too (zot's driver ignores what it does not
+#: know), with a hint that they may be misspelt.
+_S3_PARAMETERS_IGNORED = (
+    "chunksize",
+    "multipartcopychunksize",
+    "multipartcopymaxconcurrency",
+    "multipartcopythresholdsize",
+    "storageclass",
+    "encrypt",
+    "keyid",
+    "v4auth",
+    "usedualstack",
+    "accelerate",
+    "objectacl",
+    "sessiontoken",
+    "useragent",
+    "loglevel",
+    "maxrequestspersecond",
+    "maxretries",
+)
+
+#: What Go's C{strconv.ParseBool} reads as true and as false.
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+#: URL schemes of a Redis server redis-py connects to.
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _lookupFolded(document: dict, name: str) -> tuple[str | None, Any]:
@@ -733,6 +771,16 @@ def _lookupFolded(document: dict, name: str) -> tuple[str | None, Any]:
         if key.lower() == name.lower():
             return key, value
     return None, None
+
+
+def _goBool(value: Any) -> bool:
+    """
+    A driver parameter's boolean (C{true} or one of Go's spellings, such as
+    C{"true"} or C{"0"}); L{_checkStorageDriver} made sure it is one.
+    """
+    if isinstance(value, bool):
+        return value
+    return value in _GO_TRUE
 
 
 def _driverName(document: dict, path: str, names: "tuple[str, ...]") -> str:
@@ -749,31 +797,153 @@ def _driverName(document: dict, path: str, names: "tuple[str, ...]") -> str:
     return name
 
 
-def _checkStorageDriver(document: dict, path: str) -> None:
+def _checkStorageDriver(document: dict, path: str, status: str, walk: "_Walk") -> None:
     """
-    Validate what zotwist knows of a C{storageDriver} object: a supported
-    C{name} and the types of the common parameters.
+    Validate a C{storageDriver} object: a supported C{name} and the types of
+    the common parameters.  Where the key is implemented (the default
+    store), a driver zotwist has not implemented is refused, since serving
+    from the local disk instead would split the data, and the s3 driver
+    needs its C{bucket} and C{region} (as zot's does) and warns about the
+    parameters zotwist ignores.
     """
-    _driverName(document, path, _STORAGE_DRIVERS)
-    for name, types in _DRIVER_PARAMETERS.items():
-        key, value = _lookupFolded(document, name)
-        if key is not None and value is not None and not isinstance(value, types):
+    name = _driverName(document, path, _STORAGE_DRIVERS)
+    for parameter, types in _DRIVER_PARAMETERS.items():
+        key, value = _lookupFolded(document, parameter)
+        if key is None or value is None:
+            continue
+        if not isinstance(value, types) or (
+            isinstance(value, str) and bool in types and value not in _GO_TRUE + _GO_FALSE
+        ):
             expected = "a string" if types == (str,) else "true or false"
             raise _Invalid(
                 _child(path, key), f"expected {expected}, got {_describe(value)}"
             )
+    if status != IMPLEMENTED:
+        return
+    if name not in _IMPLEMENTED_STORAGE_DRIVERS:
+        raise _Invalid(
+            _child(path, "name"),
+            f"the {name} driver is not implemented by zotwist yet (only "
+            '"local" and "s3"), and serving from the local disk instead would '
+            "put the data somewhere else",
+        )
+    if name != "s3":
+        return
+    for parameter in ("bucket", "region"):
+        key, value = _lookupFolded(document, parameter)
+        if not value:
+            raise _Invalid(
+                _child(path, key or parameter), "required by the s3 driver, but missing"
+            )
+    for key in document:
+        folded = key.lower()
+        if folded == "name" or folded in _DRIVER_PARAMETERS:
+            continue
+        if folded in _S3_PARAMETERS_IGNORED:
+            walk.warnings.append(f"{_child(path, key)}: not implemented by zotwist yet; ignored")
+        else:
+            walk.warnings.append(
+                f"{_child(path, key)}: not a parameter of zot's s3 driver (misspelt?); ignored"
+            )
 
 
-def _checkCacheDriver(document: dict, path: str) -> None:
+def _checkCacheDriver(document: dict, path: str, status: str, walk: "_Walk") -> None:
     """
-    Validate the C{name} of a C{cacheDriver} object; its other parameters
-    belong to the driver.
+    Validate a C{cacheDriver} object: a known C{name}; where the key is
+    implemented, a redis driver needs a C{redis://} (C{rediss://},
+    C{unix://}) C{url}, and its other parameters (zot's go-redis options)
+    warn, because zotwist only connects to that URL.
     """
-    _driverName(document, path, _CACHE_DRIVERS)
+    name = _driverName(document, path, _CACHE_DRIVERS)
+    if status != IMPLEMENTED or name != "redis":
+        return
+    key, url = _lookupFolded(document, "url")
+    urlPath = _child(path, key or "url")
+    if url is None:
+        raise _Invalid(
+            urlPath,
+            'required by zotwist\'s redis cacheDriver (such as "redis://127.0.0.1:6379/0"); '
+            "address lists, sentinels and clusters are not implemented yet",
+        )
+    if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
+        raise _Invalid(
+            urlPath,
+            'expected a Redis URL such as "redis://127.0.0.1:6379/0", got ' + _describe(url),
+        )
+    for other in document:
+        if other.lower() not in ("name", "url"):
+            walk.warnings.append(
+                f"{_child(path, other)}: not implemented by zotwist yet; ignored"
+            )
 
 
 _STORAGE_DRIVER = _FreeForm(_checkStorageDriver)
 _CACHE_DRIVER = _FreeForm(_checkCacheDriver)
+
+
+@dataclass(frozen=True)
+class S3DriverConfig:
+    """
+    The parameters of an s3 C{storage.storageDriver} that zotwist acts on,
+    read from the driver object (whose keys are matched without regard to
+    case) with the defaults of zot's s3 driver.
+
+    @ivar rootdirectory: the key prefix the layout lives under (C{""}: the
+        bucket's top); keys are C{<rootdirectory without its slashes>/<repo>/...}.
+    @ivar regionendpoint: the S3 endpoint URL, or L{None} for AWS.
+    @ivar secure: use HTTPS when C{regionendpoint} names no scheme.
+    @ivar skipverify: do not verify the endpoint's TLS certificate.
+    @ivar accesskey: the access key, or L{None} for the SDK's usual sources
+        (environment, instance role).
+    @ivar forcepathstyle: address buckets as C{<endpoint>/<bucket>} rather
+        than C{<bucket>.<endpoint>}.
+    """
+
+    bucket: str
+    region: str
+    rootdirectory: str = ""
+    regionendpoint: str | None = None
+    secure: bool = True
+    skipverify: bool = False
+    accesskey: str | None = None
+    secretkey: str | None = None
+    forcepathstyle: bool = False
+
+    @classmethod
+    def fromDriver(cls, document: dict) -> "S3DriverConfig":
+        """
+        Read the parameters of a driver object L{_checkStorageDriver}
+        accepted.
+        """
+        values: dict[str, Any] = {}
+        for field_ in dataclasses.fields(cls):
+            value = _lookupFolded(document, field_.name)[1]
+            if value is None or (
+                value == "" and field_.name in ("regionendpoint", "accesskey", "secretkey")
+            ):
+                continue
+            values[field_.name] = _goBool(value) if field_.type is bool else value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RedisCacheConfig:
+    """
+    A redis C{storage.cacheDriver}: where the instances of a cluster share
+    their state.
+
+    @ivar url: the server's URL, C{redis://[[user]:password@]host:port/db}
+        (or C{rediss://}, C{unix://}).
+    """
+
+    url: str
+
+    @classmethod
+    def fromDriver(cls, document: dict) -> "RedisCacheConfig":
+        """
+        Read the C{url} of a driver object L{_checkCacheDriver} accepted.
+        """
+        return cls(url=_lookupFolded(document, "url")[1])
 
 
 @dataclass(frozen=True)
@@ -906,10 +1076,13 @@ class StorageConfig:
     """
     C{storage}: where and how repositories are stored.
 
-    Only C{rootDirectory} and C{commit} (fsync before renaming into place)
-    are implemented.  The other keys are parsed and typed all the same, so
-    that implementing one is flipping its status, and each warns when given,
-    because zotwist does not act on it yet.
+    Implemented: C{rootDirectory}, C{commit} (fsync before renaming into
+    place), C{dedupe}, the GC keys, and the scale-out keys: a C{storageDriver}
+    named C{"local"} or C{"s3"} (L{S3DriverConfig}), a redis C{cacheDriver}
+    (L{RedisCacheConfig}) with C{remoteCache}, and C{redirectBlobURL}.  The
+    other keys are parsed and typed all the same, so that implementing one
+    is flipping its status, and each warns when given, because zotwist does
+    not act on it yet.
 
     @ivar rootDirectory: the directory holding the repositories, made
         absolute.
@@ -918,8 +1091,9 @@ class StorageConfig:
     @ivar gcTimeWindow: C{"HH:MM-HH:MM"} (UTC) in which sweeps may start, or
         L{None} for any time.
     @ivar storageDriver: the driver parameters as written, or L{None} for the
-        local filesystem.
-    @ivar cacheDriver: the dedupe cache driver parameters, or L{None}.
+        local filesystem; L{s3} reads them.
+    @ivar cacheDriver: the cache driver parameters as written, or L{None};
+        L{redis} reads them.
     @ivar subPaths: route prefix -> L{SubPathConfig}.
     """
 
@@ -928,7 +1102,7 @@ class StorageConfig:
     )
     dedupe: bool = field(default=True, metadata=_zot(_BOOL, status=IMPLEMENTED))
     remoteCache: bool = field(
-        default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
+        default=False, metadata=_zot(_BOOL, status=IMPLEMENTED)
     )
     gc: bool = field(default=True, metadata=_zot(_BOOL, status=IMPLEMENTED))
     gcDelay: float = field(
@@ -943,7 +1117,7 @@ class StorageConfig:
     commit: bool = field(default=False, metadata=_zot(_BOOL, status=IMPLEMENTED))
     maxRepos: int = field(default=0, metadata=_zot(_COUNT, status=NOT_IMPLEMENTED))
     redirectBlobURL: bool = field(
-        default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
+        default=False, metadata=_zot(_BOOL, status=IMPLEMENTED)
     )
     fastRestart: bool = field(
         default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
@@ -952,10 +1126,10 @@ class StorageConfig:
         default=None, metadata=_zot(_Section(RetentionConfig), status=NOT_IMPLEMENTED)
     )
     storageDriver: dict | None = field(
-        default=None, metadata=_zot(_STORAGE_DRIVER, status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_STORAGE_DRIVER, status=IMPLEMENTED)
     )
     cacheDriver: dict | None = field(
-        default=None, metadata=_zot(_CACHE_DRIVER, status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_CACHE_DRIVER, status=IMPLEMENTED)
     )
     subPaths: dict[str, SubPathConfig] = field(
         default_factory=dict,
@@ -969,6 +1143,7 @@ class StorageConfig:
         repositories.
         """
         _checkStore(self, path)
+        self._checkCluster(path)
         roots = [(_child(path, "rootDirectory"), self.rootDirectory)]
         for route, subPath in self.subPaths.items():
             subPathPath = _child(_child(path, "subPaths"), route)
@@ -986,6 +1161,77 @@ class StorageConfig:
                         f"{inner} is inside {outerPath} ({outer}); store roots "
                         "must not nest",
                     )
+
+
+    @property
+    def driverName(self) -> str:
+        """
+        The storage driver's name: C{"local"} when no driver is given.
+        """
+        return _lookupFolded(self.storageDriver or {}, "name")[1] or "local"
+
+    @property
+    def s3(self) -> "S3DriverConfig | None":
+        """
+        The s3 driver's parameters, or L{None} when the store is local.
+        """
+        if self.driverName != "s3":
+            return None
+        return S3DriverConfig.fromDriver(self.storageDriver)
+
+    @property
+    def redis(self) -> "RedisCacheConfig | None":
+        """
+        The redis cache driver, or L{None} when there is none.
+        """
+        if self.cacheDriver is None:
+            return None
+        if _lookupFolded(self.cacheDriver, "name")[1] != "redis":
+            return None
+        return RedisCacheConfig.fromDriver(self.cacheDriver)
+
+    def _checkCluster(self, path: str) -> None:
+        """
+        An s3 store keeps what its instances must agree on (tags, uploads,
+        locks, the leader lease) in Redis, even when there is only one
+        instance: it needs a redis C{cacheDriver}, and C{remoteCache}, without
+        which zot would ignore the cache driver.
+        """
+        if self.driverName != "s3":
+            return
+        cachePath = _child(path, "cacheDriver")
+        if self.cacheDriver is None:
+            raise _Invalid(
+                cachePath,
+                "required with an s3 storageDriver: zotwist keeps tags, uploads and "
+                'locks in Redis ({"name": "redis", "url": "redis://HOST:6379/0"})',
+            )
+        name = _lookupFolded(self.cacheDriver, "name")[1]
+        if name != "redis":
+            raise _Invalid(
+                _child(cachePath, "name"),
+                f'zotwist on s3 needs "redis", got {_describe(name)} (the {name} cache '
+                "driver is not implemented)",
+            )
+        if not self.remoteCache:
+            raise _Invalid(
+                _child(path, "remoteCache"),
+                "must be true with an s3 storageDriver and a redis cacheDriver "
+                "(zot ignores the cacheDriver without it)",
+            )
+
+    def _warnings(self, path: str) -> "list[str]":
+        """
+        A cache driver without C{remoteCache} on local storage is ignored, as
+        zot ignores it: the local store needs no cache (identical blobs are
+        hard links).
+        """
+        if self.cacheDriver is not None and self.driverName == "local":
+            return [
+                f"{_child(path, 'cacheDriver')}: ignored without remoteCache, as zot does; "
+                "the local store needs no cache"
+            ]
+        return []
 
 
 # -- http ---------------------------------------------------------------------
