@@ -73,6 +73,13 @@ setup(
         "prometheus-client>=0.20,<1",
         # The Swagger UI's files, served at /swagger/ without a CDN.
         "swagger-ui-bundle>=1.1,<2",
+        # storageDriver s3: the S3 client (blocking, always run in a thread
+        # pool).
+        "boto3>=1.34,<2",
+        # cacheDriver redis: upload sessions, locks, the catalog and the
+        # dedupe index shared by the instances of a cluster (blocking, in a
+        # thread pool).
+        "redis>=5.0,<9",
     ],
     extras_require={
         # Test-only Python dependencies; system tools (skopeo, umoci, ...)

@@ -19,7 +19,11 @@ export DEBIAN_FRONTEND=noninteractive
 # against. Add new ones here (e.g. slapd, redis-server, ceph).
 # slapd and ldap-utils: the LDAP tests start their own slapd (own config and
 # database in a temporary directory, on 127.0.0.1) and load it with ldapadd.
-TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils"
+# ceph-mon ceph-osd radosgw ceph-common and redis-server: the scale-out tests
+# (S3 storage, Redis coordination) run against a real single-host Ceph cluster
+# (monitor, in-memory OSD, RADOS Gateway as the S3 endpoint) and a real
+# redis-server, both started by tests/clustersupport.py on 127.0.0.1.
+TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils ceph-mon ceph-osd radosgw ceph-common redis-server"
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZOTWIST_TEST_VENV:-/opt/zotwist-test}
