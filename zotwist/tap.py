@@ -28,6 +28,7 @@ the other, so the HTTP port drains before the thread pool stops):
 """
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from zotwist.auth.authenticator import (
@@ -56,6 +57,8 @@ from zotwist.web.audit import buildAuditLog
 from zotwist.web.ratelimit import buildRateLimiter
 from zotwist.web.site import RegistrySite
 from zotwist.workers import WorkerPool
+
+_log = Logger()
 
 
 def _seconds(value: str) -> float:
@@ -121,14 +124,7 @@ def makeServiceFromConfig(
     runner.setServiceParent(top)
     uploads = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="upload", niceness=5)
     uploads.setServiceParent(top)
-    store = LocalStore(
-        config.storage.rootDirectory,
-        runner,
-        commit=config.storage.commit,
-        reactor=reactor,
-        uploadRunner=uploads,
-        dedupe=config.storage.dedupe,
-    )
+    store = buildStore(config, runner, uploads, reactor)
     storeService = StoreService(store)
     storeService.setServiceParent(top)
     lifecycle = _addLifecycleServices(top, config, store, runner, reactor, isWorker)
@@ -159,11 +155,13 @@ def makeServiceFromConfig(
         limiter=buildRateLimiter(config, reactor),
         audit=audit,
         sender=sender,
+        redirectBlobs=config.storage.redirectBlobURL,
     )
     operations = installOperations(site, config, store, storeService, runner, reactor)
     OperationsService(operations, storeService).setServiceParent(top)
     if operations.metrics is not None:
         for service in lifecycle:
+            service = getattr(service, "child", service)  # under LeaderOnly
             if isinstance(service, GarbageCollectionService):
                 service.collector.onRound = operations.metrics.collected
             else:
@@ -190,6 +188,28 @@ def makeServiceFromConfig(
     return top
 
 
+def buildStore(config, runner, uploads, reactor):
+    """
+    The store C{storage.storageDriver} names: the local disk (no driver, or
+    C{"local"}) under C{storage.rootDirectory}, or S3 with Redis
+    (L{zotwist.storage.s3.store.S3Store}, imported only then, so that a
+    local registry never needs boto3 or redis-py).
+    """
+    storage = config.storage
+    if storage.s3 is not None:
+        from zotwist.storage.s3.store import S3Store
+
+        return S3Store.fromConfig(storage, runner, reactor)
+    return LocalStore(
+        storage.rootDirectory,
+        runner,
+        commit=storage.commit,
+        reactor=reactor,
+        uploadRunner=uploads,
+        dedupe=storage.dedupe,
+    )
+
+
 def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
     """
     Garbage collection (C{storage.gc}) and scrub (C{extensions.scrub}), run
@@ -198,6 +218,8 @@ def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -
 
     @return: the services added.
     """
+    if config.storage.s3 is not None:
+        return _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker)
     added = []
     storage = config.storage
     if storage.gc:
@@ -217,6 +239,44 @@ def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -
         scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
         scrubService.setServiceParent(top)
         added.append(scrubService)
+    return added
+
+
+def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
+    """
+    On S3 the instances of a cluster share one store: its background work
+    runs once across the cluster, on the instance holding the leader lease
+    in Redis (L{zotwist.coordination.lease}); another instance takes the
+    lease, and the work, when the leader dies.  GC runs under
+    L{LeaderOnly}, started when this instance gains the lease and stopped
+    when it loses it.  Scrub reads blob files on the local disk and does
+    not support S3: it is left out, and the log says so.  Extra workers
+    (C{http.workers}) are instances like any other but do not compete for
+    the lease: their first process does.
+
+    @return: the services added (L{LeaderOnly} wrappers).
+    """
+    from zotwist.coordination.lease import LeaderLease, LeaderOnly
+    from zotwist.storage.s3.gc import S3GarbageCollector
+
+    added = []
+    storage = config.storage
+    extensions = config.extensions
+    scrub = extensions.scrub if extensions is not None else None
+    if isWorker:
+        return added
+    if scrub is not None and scrub.enable:
+        _log.warn(
+            "extensions.scrub: not supported on the s3 storageDriver yet; no scrub runs"
+        )
+    if not storage.gc:
+        return added
+    lease = LeaderLease(store.redis.redis, runner, store.redis.key("leader"), reactor)
+    lease.setServiceParent(top)
+    collector = S3GarbageCollector(store, storage.gcDelay)
+    gc = LeaderOnly(lease, GarbageCollectionService(collector, storage.gcInterval, reactor))
+    gc.setServiceParent(top)
+    added.append(gc)
     return added
 
 

@@ -123,14 +123,19 @@ class RegistryAPI:
     The handlers, bound to one store.
 
     @param store: an L{zotwist.storage.interfaces.IRegistryStore}.
+    @param redirectBlobs: C{storage.redirectBlobURL}: a blob GET answers
+        307 with the store's presigned URL (C{store.blobURL(name, digest)})
+        instead of the bytes, so the object store serves them; HEAD is
+        answered here as before.
     """
 
     _log = Logger()
 
-    def __init__(self, store, authorizer=None, sender=None):
+    def __init__(self, store, authorizer=None, sender=None, redirectBlobs: bool = False):
         self._store = store
         self._sender = sender
         self._authorizer = authorizer or AllowEverything()
+        self._redirectBlobs = redirectBlobs
 
     def _mayRead(self, request, repository: str) -> bool:
         return self._authorizer.mayRead(getattr(request, "identity", None), repository)
@@ -168,6 +173,9 @@ class RegistryAPI:
     async def blob_GET(self, request, name, digest):
         oci.validateName(name)
         oci.parseDigest(digest)
+        if self._redirectBlobs and request.method == b"GET":
+            await self._redirectBlob(request, name, digest)
+            return
         reader = await self._store.openBlob(name, digest)
         size = reader.size
         request.setHeader(b"Docker-Content-Digest", digest.encode())
@@ -209,6 +217,18 @@ class RegistryAPI:
             return
         if not request._disconnected:
             request.finish()
+
+    async def _redirectBlob(self, request, name, digest) -> None:
+        """
+        Answer a blob GET with 307 and the presigned URL of the blob's
+        object; a blob the repository does not hold is C{BLOB_UNKNOWN}
+        here, not a redirect to the object store's own 404.  A C{Range}
+        header is the client's to repeat at the new location.
+        """
+        if await self._store.statBlob(name, digest) is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        url = await self._store.blobURL(name, digest)
+        sendEmpty(request, 307, {"Location": url, "Docker-Content-Digest": digest})
 
     async def blob_DELETE(self, request, name, digest):
         oci.validateName(name)

@@ -113,10 +113,11 @@ class RegistrySite(Site):
     _log = Logger()
 
     def __init__(
-        self, store, authenticator=None, authorizer=None, limiter=None, audit=None, sender=None
+        self, store, authenticator=None, authorizer=None, limiter=None, audit=None, sender=None,
+        redirectBlobs: bool = False,
     ):
         root = RootResource()
-        api = RegistryAPI(store, authorizer, sender)
+        api = RegistryAPI(store, authorizer, sender, redirectBlobs)
         root.putChild(b"v2", V2Resource(api, authenticator, authorizer, limiter, audit))
         self.root = root
         super().__init__(root, requestFactory=RegistryRequest, parsePOSTFormSubmission=False)
