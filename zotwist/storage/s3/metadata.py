@@ -1,0 +1,475 @@
+# -*- test-case-name: tests.test_s3_store -*-
+"""
+Repository metadata of the S3 store: C{index.json} in the bucket, its
+current copy in Redis, and how instances change it without losing each
+other's tags.
+
+The bucket is the truth: C{<root>/<repo>/index.json} is an ordinary OCI
+layout index (tags are C{org.opencontainers.image.ref.name} annotations),
+so the repository can be copied out with any S3 tool and read by
+C{skopeo}.  Redis holds what readers need without an S3 round trip:
+C{index:<repo>} (the bytes last written), C{indexetag:<repo>} (the S3 ETag
+of those bytes), C{indexver:<repo>} (a counter bumped on every change) and
+the catalog C{repos}.  Each instance keeps the parsed index per repository
+keyed by C{indexver}, so a tag lookup is one small Redis script call and
+no JSON parse while nothing changes.
+
+A change (tag, untag, add, remove) is a read-modify-write:
+ 1. take the repository's fenced lock (L{zotwist.coordination.locks});
+ 2. read the current index from Redis (else from S3) with its ETag;
+ 3. apply the queued changes (every change that arrived while the last
+    write was in flight: one write for many concurrent pushes);
+ 4. PUT C{index.json} conditionally: C{If-Match: <etag>} (unquoted:
+    Ceph Pacific refuses the quoted form), or C{If-None-Match: *} for a
+    repository's first index.  S3 accepts only a write based on the
+    current version, so even a holder whose lock expired while it was
+    paused cannot overwrite a newer index: it gets 412 and its request
+    fails cleanly (L{IndexWriteRefused}).  A current holder that gets 412
+    (a paused ex-holder slipped a write in first) re-reads S3 and retries;
+ 5. record the new bytes, ETag and version in Redis with a script that
+    accepts the update from the lock holder, or from anyone whose base
+    ETag is still the one Redis has (a writer whose lock ran out between
+    its S3 write and this step: its S3 write was based on the newest
+    version, so recording it is right).
+
+The S3 PUT is the moment a change happens: once it succeeded, every later
+write is based on it (S3 refuses the others), so the change is never lost
+even if this instance dies before updating Redis; the next writer's 412
+re-reads S3, and a rebuild (L{zotwist.storage.s3.rebuild}) reads S3 too.
+"""
+
+import hashlib
+import json
+import time
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from zotwist import oci
+from zotwist.coordination.locks import LockLost, LockTimeout
+from zotwist.errors import RegistryError
+from zotwist.storage.index import IndexEntries, RepositoryIndex
+
+LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
+
+#: KEYS: indexver, index, repos, ready; ARGV: cached version ('' for none),
+#: repository name.  Answers {status, version, bytes}: 0 unknown
+#: repository, 1 known but no index yet (blobs only), 2 unchanged since the
+#: cached version, 3 changed (with the bytes), -1 Redis is not ready (empty
+#: after a restart: the state must be rebuilt).
+_READ = """
+if redis.call('EXISTS', KEYS[4]) == 0 then
+    return {-1, '', ''}
+end
+local v = redis.call('GET', KEYS[1])
+if not v then
+    if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
+        return {1, '', ''}
+    end
+    return {0, '', ''}
+end
+if v == ARGV[1] then
+    return {2, v, ''}
+end
+return {3, v, redis.call('GET', KEYS[2]) or ''}
+"""
+
+#: KEYS: lock, index, indexetag, indexver, repos; ARGV: lock token, base
+#: ETag ('' when the index was created), new bytes, new ETag, repository.
+#: Answers the new version, or 0 when refused (neither the lock holder nor
+#: based on what Redis has).
+_RECORD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    local current = redis.call('GET', KEYS[3])
+    if ARGV[2] == '' then
+        if current then return 0 end
+    elseif current ~= ARGV[2] then
+        return 0
+    end
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[5])
+return redis.call('INCR', KEYS[4])
+"""
+
+#: How many times a lock holder re-reads S3 and retries after a 412.
+_WRITE_ATTEMPTS = 4
+
+
+class IndexWriteRefused(RegistryError):
+    """
+    The index could not be changed safely (the repository lock was lost or
+    not obtained, or S3 refused the conditional write): nothing was
+    written.  A 503 the client may retry.
+    """
+
+    def __init__(self, name: str, why: str):
+        super().__init__(
+            "UNKNOWN",
+            message=f"repository {name} is being changed concurrently; retry ({why})",
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+        self.why = why
+
+
+class NotReady(Exception):
+    """
+    Redis holds no state for this store (first start, or restarted empty):
+    it must be rebuilt from the bucket before it can answer.
+    """
+
+
+def etagOf(data: bytes) -> str:
+    """
+    The ETag S3 gives a single-part, unencrypted PUT of C{data}: its MD5.
+    """
+    return hashlib.md5(data).hexdigest()
+
+
+def parseIndex(data: bytes | None, signature: tuple) -> RepositoryIndex:
+    """
+    Parse C{index.json} bytes leniently (unreadable -> empty).
+    """
+    manifests = []
+    if data:
+        try:
+            document = json.loads(data)
+            found = document.get("manifests") if isinstance(document, dict) else None
+            if isinstance(found, list):
+                manifests = [m for m in found if isinstance(m, dict)]
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            manifests = []
+    return RepositoryIndex.fromManifests(signature, manifests)
+
+
+class S3Layout:
+    """
+    Object keys of the OCI layouts under the store's root directory.
+
+    @param rootdirectory: the driver's C{rootdirectory} (leading and
+        trailing slashes do not matter; empty for the bucket's top).
+    """
+
+    def __init__(self, rootdirectory: str):
+        self.root = (rootdirectory or "").strip("/")
+
+    def repositoryPrefix(self, name: str) -> str:
+        return f"{self.root}/{name}/" if self.root else f"{name}/"
+
+    def indexKey(self, name: str) -> str:
+        return self.repositoryPrefix(name) + "index.json"
+
+    def layoutKey(self, name: str) -> str:
+        return self.repositoryPrefix(name) + "oci-layout"
+
+    def blobKey(self, name: str, digest: str) -> str:
+        algorithm, encoded = oci.parseDigest(digest)
+        return f"{self.repositoryPrefix(name)}blobs/{algorithm}/{encoded}"
+
+    def blobsPrefix(self, name: str) -> str:
+        return self.repositoryPrefix(name) + "blobs/"
+
+    def rootPrefix(self) -> str:
+        return f"{self.root}/" if self.root else ""
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+class RepositoryMetadata:
+    """
+    Reads and changes of repositories' indexes, shared by all instances.
+
+    @param redis: a L{zotwist.coordination.client.RedisClient}.
+    @param objects: the store's L{zotwist.storage.s3.objects.ObjectStore}.
+    @param locks: the L{zotwist.coordination.locks.FencedLocks} of the
+        repositories.
+    @param layout: the L{S3Layout}.
+    @param preconditionFailed: the exception class C{objects.put} raises on
+        HTTP 412.
+    """
+
+    _log = Logger()
+
+    def __init__(self, redis, objects, locks, layout: S3Layout, preconditionFailed):
+        self.redis = redis
+        self.objects = objects
+        self.locks = locks
+        self.layout = layout
+        self._preconditionFailed = preconditionFailed
+        self._read = redis.redis.register_script(_READ)
+        self._record = redis.redis.register_script(_RECORD)
+        #: name -> (version, RepositoryIndex) as last seen.
+        self._cache: dict[str, tuple[str, RepositoryIndex]] = {}
+        #: name -> (etag, IndexEntries): the writer's parsed entries, reused
+        #: by the next change while the ETag shows nobody else wrote.
+        self._writerEntries: dict[str, tuple[str, IndexEntries]] = {}
+        self._queues: dict[str, list] = {}
+        self._writing: set[str] = set()
+        #: Called with no argument when a read finds Redis not ready.
+        self.onNotReady = None
+
+    # -- keys ------------------------------------------------------------------
+
+    def key(self, *parts: str) -> str:
+        return self.redis.key(*parts)
+
+    # -- reading ------------------------------------------------------------------
+
+    async def index(self, name: str) -> RepositoryIndex | None:
+        """
+        The repository's current index (empty for a repository holding only
+        blobs), or L{None} for an unknown repository.  One Redis round trip;
+        parsed again only when the version moved.
+
+        @raise NotReady: Redis is empty and must be rebuilt first.
+        """
+        cached = self._cache.get(name)
+        keys = [
+            self.key("indexver", name),
+            self.key("index", name),
+            self.key("repos"),
+            self.key("ready"),
+        ]
+        status, version, data = await self.redis.run(
+            lambda r: self._read(keys=keys, args=[cached[0] if cached else "", name], client=r)
+        )
+        status = int(status)
+        if status == -1:
+            if self.onNotReady is not None:
+                self.onNotReady()
+            raise NotReady()
+        if status == 0:
+            self._cache.pop(name, None)
+            return None
+        if status == 1:
+            return RepositoryIndex.fromManifests(("",), [])
+        if status == 2:
+            return cached[1]
+        version = _text(version)
+        index = parseIndex(data, (version,))
+        current = self._cache.get(name)
+        if current is None or _newer(version, current[0]):
+            self._cache[name] = (version, index)
+        return index
+
+    async def catalog(self) -> list[str]:
+        names = await self.redis.run(lambda r: r.smembers(self.key("repos")))
+        return sorted(_text(n) for n in names)
+
+    async def isReady(self) -> bool:
+        return bool(await self.redis.run(lambda r: r.exists(self.key("ready"))))
+
+    # -- blobs the repository holds (Redis `blobs:<repo>`) ---------------------------
+
+    async def heldSizes(self, name: str, digests: list[str]) -> dict:
+        """
+        @return: digest -> size (or L{None}) from C{blobs:<repo>}, one HMGET.
+        """
+        if not digests:
+            return {}
+        digests = list(dict.fromkeys(digests))
+        values = await self.redis.run(lambda r: r.hmget(self.key("blobs", name), digests))
+        return {d: (int(v) if v is not None else None) for d, v in zip(digests, values)}
+
+    async def recordBlob(self, name: str, digest: str, size: int) -> None:
+        """
+        Note that C{name} holds C{digest} (after its S3 object exists).
+        """
+
+        def record(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.hset(self.key("blobs", name), digest, size)
+            pipe.sadd(self.key("holders", digest), name)
+            pipe.execute()
+
+        await self.redis.run(record)
+
+    async def putBlobBytes(self, name: str, digest: str, data: bytes) -> None:
+        """
+        Store small bytes (a manifest) as a blob of the layout and record it.
+        """
+        await self.objects.put(self.layout.blobKey(name, digest), data)
+        await self.recordBlob(name, digest, len(data))
+
+    # -- changing ------------------------------------------------------------------
+
+    async def mutate(self, name: str, change):
+        """
+        Apply C{change(entries)} (a coroutine function taking an
+        L{IndexEntries} and answering C{(changed, result)}) to the
+        repository's index, under its lock, and write the result.
+
+        Changes that arrive while a write is in flight are applied together
+        by the next one, in order.
+
+        @return: C{result}, or raise what C{change} raised.
+        @raise IndexWriteRefused: the change could not be written safely.
+        """
+        waiting = Deferred()
+        self._queues.setdefault(name, []).append((change, waiting))
+        if name not in self._writing:
+            self._writing.add(name)
+            self._writeQueued(name)
+        return await waiting
+
+    def _writeQueued(self, name: str) -> None:
+        from twisted.internet.defer import ensureDeferred
+
+        batch = self._queues.pop(name, None)
+        if not batch:
+            self._writing.discard(name)
+            return
+        changes = [change for change, _ in batch]
+        d = ensureDeferred(self._writeBatch(name, changes))
+
+        def written(outcomes):
+            for (_, waiting), (ok, value) in zip(batch, outcomes):
+                if ok:
+                    waiting.callback(value)
+                else:
+                    waiting.errback(value)
+
+        def failed(failure):
+            for _, waiting in batch:
+                waiting.errback(failure)
+
+        d.addCallbacks(written, failed)
+        d.addBoth(lambda _: self._writeQueued(name))
+
+    async def _writeBatch(self, name: str, changes) -> list:
+        try:
+            held = await self.locks.acquire(name)
+        except LockTimeout as e:
+            raise IndexWriteRefused(name, str(e))
+        try:
+            return await self.writeLocked(name, held, changes)
+        finally:
+            try:
+                await held.release()
+            except Exception:
+                self._log.failure("Releasing the lock of {name} failed", name=name)
+
+    async def readForWrite(self, name: str, fromS3: bool = False):
+        """
+        The index a writer starts from.
+
+        @return: C{(entries, etag)}; C{etag} is L{None} when the repository
+            has no C{index.json} yet.
+        """
+        if not fromS3:
+            data, etag = await self.redis.run(
+                lambda r: r.mget([self.key("index", name), self.key("indexetag", name)])
+            )
+            if data is not None and etag is not None:
+                etag = _text(etag)
+                kept = self._writerEntries.pop(name, None)
+                if kept is not None and kept[0] == etag:
+                    return kept[1], etag
+                return IndexEntries.fromManifests(parseIndex(data, ()).manifests), etag
+        self._writerEntries.pop(name, None)
+        found = await self.objects.getWithETag(self.layout.indexKey(name))
+        if found is None:
+            return IndexEntries(), None
+        data, etag = found
+        return IndexEntries.fromManifests(parseIndex(data, ()).manifests), etag.strip('"')
+
+    async def writeLocked(self, name: str, held, changes) -> list:
+        """
+        Apply C{changes} and write, holding C{held} (the repository's lock).
+        Also the garbage collector's way in.
+
+        @return: one C{(ok, value-or-Failure)} per change.
+        """
+        fromS3 = False
+        for attempt in range(_WRITE_ATTEMPTS):
+            entries, etag = await self.readForWrite(name, fromS3)
+            outcomes = []
+            changed = False
+            for change in changes:
+                try:
+                    didChange, result = await change(entries)
+                except Exception:
+                    outcomes.append((False, Failure()))
+                    continue
+                changed = changed or didChange
+                outcomes.append((True, result))
+            if not changed:
+                if etag is not None:
+                    self._writerEntries[name] = (etag, entries)
+                return outcomes
+            data = entries.serialize()
+            try:
+                await held.ensure()
+            except LockLost:
+                raise IndexWriteRefused(name, "repository lock lost")
+            try:
+                if etag is None:
+                    await self.objects.put(self.layout.layoutKey(name), LAYOUT)
+                    newEtag = await self.objects.put(
+                        self.layout.indexKey(name), data, ifNoneMatch=True
+                    )
+                else:
+                    newEtag = await self.objects.put(
+                        self.layout.indexKey(name), data, ifMatch=etag
+                    )
+            except self._preconditionFailed:
+                if not await held.stillHeld():
+                    self._log.warn(
+                        "Index write of {name} refused by S3 after our lock was lost; "
+                        "nothing written",
+                        name=name,
+                    )
+                    raise IndexWriteRefused(name, "index changed by another writer")
+                self._log.warn(
+                    "Index of {name} changed behind our lock (a stale holder wrote); "
+                    "re-reading it from S3",
+                    name=name,
+                )
+                fromS3 = True
+                continue
+            newEtag = (newEtag if isinstance(newEtag, str) else etagOf(data)).strip('"')
+            version = await self.redis.run(
+                lambda r: self._record(
+                    keys=[
+                        self.locks.lockKey(name),
+                        self.key("index", name),
+                        self.key("indexetag", name),
+                        self.key("indexver", name),
+                        self.key("repos"),
+                    ],
+                    args=[held.token, etag or "", data, newEtag, name],
+                    client=r,
+                )
+            )
+            if version:
+                version = str(int(version))
+                self._writerEntries[name] = (newEtag, entries)
+                current = self._cache.get(name)
+                if current is None or _newer(version, current[0]):
+                    self._cache[name] = (version, entries.snapshot((version,)))
+            else:
+                self._log.warn(
+                    "Index of {name} written to S3 but Redis moved on meanwhile; "
+                    "the next writer records it",
+                    name=name,
+                )
+            return outcomes
+        raise IndexWriteRefused(name, f"S3 refused {_WRITE_ATTEMPTS} index writes")
+
+
+def _newer(version: str, than: str) -> bool:
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return True
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,486 @@
+# -*- test-case-name: tests.test_s3_store -*-
+"""
+L{S3Store}: the registry's storage on an S3 bucket, shared by several
+instances through Redis.
+
+Same contract and semantics as L{zotwist.storage.local.LocalStore}, same
+layout (C{<root>/<repo>/oci-layout}, C{index.json}, C{blobs/<alg>/<hex>}
+as object keys).  Blobs and upload sessions are
+L{zotwist.storage.s3.blobs.S3Blobs}'s; manifests, tags, the catalog and
+referrers are here, with the index machinery of
+L{zotwist.storage.s3.metadata}.  Reads are answered from Redis and
+in-process caches; S3 is read only for manifest bytes this process has not
+seen yet (kept in an LRU by digest: content-addressed bytes never change).
+
+Blob age for the garbage collector: S3 cannot cheaply refresh an object's
+modification time the way the local store C{utime}s a file, so a blob a
+client uses (HEAD, GET, mount, referenced by a manifest PUT) is noted in
+Redis (C{touched:<repo>} digest -> unix time, at most once per
+C{touchAfter} per process); the collector counts the later of that and
+the object's C{LastModified} as its age.
+"""
+
+import time
+from collections import OrderedDict
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from zotwist import oci
+from zotwist.coordination.lease import LeaderLease
+from zotwist.coordination.locks import FencedLocks
+from zotwist.errors import ManifestBlobsUnknown, RegistryError
+from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage.index import RepositoryIndex
+from zotwist.storage.interfaces import IRegistryStore
+from zotwist.storage.s3.metadata import NotReady, RepositoryMetadata, S3Layout
+
+#: Seconds the repository lock lives unless its holder extends it.
+LOCK_TTL = 30.0
+#: Seconds a change waits for the repository lock before answering 503.
+LOCK_WAIT = 60.0
+#: The leader lease's lifetime (renewed every third of it).
+LEASE_TTL = 15.0
+
+
+class _LRU:
+    """
+    A small least-recently-used cache bounded by a total weight.
+    """
+
+    def __init__(self, maxWeight: int):
+        self._data: OrderedDict = OrderedDict()
+        self._weight = 0
+        self._maxWeight = maxWeight
+
+    def get(self, key):
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+            return value[0]
+        return None
+
+    def put(self, key, value, weight: int = 1) -> None:
+        if key in self._data:
+            self._weight -= self._data.pop(key)[1]
+        if weight > self._maxWeight:
+            return
+        self._data[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self._maxWeight:
+            _, (_, w) = self._data.popitem(last=False)
+            self._weight -= w
+
+
+def _folded(document: dict | None, name: str, default=None):
+    """
+    A driver parameter, whatever the case of its key (zot's drivers read
+    them case-insensitively).
+    """
+    for key, value in (document or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return default
+
+
+def _flag(value, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@implementer(IRegistryStore)
+class S3Store:
+    """
+    L{IRegistryStore} on S3 + Redis.
+
+    @param objects: an L{zotwist.storage.s3.objects.ObjectStore}.
+    @param redis: a L{zotwist.coordination.client.RedisClient}.
+    @param blobs: an L{zotwist.storage.s3.blobs.S3Blobs} on the same two.
+    @param runner: the thread pool of blocking calls (Redis, boto3).
+    @param reactor: for timers.
+    @param rootdirectory: the driver's C{rootdirectory} in the bucket.
+    @param root: the local C{storage.rootDirectory} (zot still requires
+        one; health checks look at it).
+    @ivar touchAfter: like L{zotwist.storage.local.LocalStore.touchAfter}:
+        seconds after which a use of a blob is noted again for the
+        collector; L{None} (no collector) notes nothing.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        objects,
+        redis,
+        blobs,
+        runner,
+        reactor,
+        rootdirectory: str,
+        root: str | None = None,
+        lockTTL: float = LOCK_TTL,
+        lockWait: float = LOCK_WAIT,
+        preconditionFailed=None,
+    ):
+        if preconditionFailed is None:
+            from zotwist.storage.s3.objects import PreconditionFailed as preconditionFailed
+        self.objects = objects
+        self.redis = redis
+        self.blobs = blobs
+        self._runner = runner
+        self._reactor = reactor
+        self.layout = S3Layout(rootdirectory)
+        self.root = root
+        self.locks = FencedLocks(
+            redis.redis, runner, redis.key, reactor, ttl=lockTTL, wait=lockWait
+        )
+        self.metadata = RepositoryMetadata(
+            redis, objects, self.locks, self.layout, preconditionFailed
+        )
+        self._manifestBodies = _LRU(64 * 1024 * 1024)
+        self._manifestInfos = _LRU(20000)
+        self._referrers: dict[str, tuple] = {}
+        self._touched: dict[tuple, float] = {}
+        self._rebuilding = None
+        self._readyWaiters: list = []
+        self.touchAfter: float | None = None
+
+    @classmethod
+    def fromConfig(cls, storageConfig, runner, reactor) -> "S3Store":
+        """
+        Build the store from zot's C{storage} section
+        (L{zotwist.config.StorageConfig}): C{storageDriver} (C{name: s3},
+        C{rootdirectory}, C{region}, C{regionendpoint}, C{bucket},
+        C{accesskey}, C{secretkey}, C{secure}, C{skipverify},
+        C{forcepathstyle}) and C{cacheDriver} (C{name: redis}, C{url}).
+        """
+        from zotwist.coordination.client import RedisClient, storePrefix
+        from zotwist.storage.s3.blobs import S3Blobs
+        from zotwist.storage.s3.objects import ObjectStore
+
+        driver = storageConfig.storageDriver or {}
+        cache = storageConfig.cacheDriver or {}
+        if _folded(driver, "name") != "s3":
+            raise ValueError("S3Store needs storageDriver.name = s3")
+        if _folded(cache, "name") != "redis" or not _folded(cache, "url"):
+            raise ValueError("S3Store needs cacheDriver.name = redis with a url")
+        bucket = _folded(driver, "bucket")
+        rootdirectory = _folded(driver, "rootdirectory", "") or ""
+        objects = ObjectStore(
+            runner,
+            _folded(driver, "regionendpoint"),
+            bucket,
+            _folded(driver, "accesskey"),
+            _folded(driver, "secretkey"),
+            _folded(driver, "region", "us-east-1") or "us-east-1",
+            _flag(_folded(driver, "secure"), True),
+            _flag(_folded(driver, "skipverify"), False),
+            _flag(_folded(driver, "forcepathstyle"), False),
+        )
+        redis = RedisClient(_folded(cache, "url"), runner, storePrefix(bucket, rootdirectory))
+        blobs = S3Blobs(objects, redis, rootdirectory)
+        return cls(
+            objects, redis, blobs, runner, reactor, rootdirectory,
+            root=storageConfig.rootDirectory,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def startService(self) -> None:
+        """
+        Make sure Redis holds the store's state: rebuild it from the bucket
+        when it does not (first start, Redis restarted empty), or wait for
+        the instance that does.
+        """
+        await self.ensureReady()
+
+    async def stopService(self) -> None:
+        try:
+            await self.redis.close()
+        except Exception:
+            self._log.failure("Closing the Redis connections failed")
+
+    def ensureReady(self) -> Deferred:
+        """
+        @return: a Deferred firing once Redis holds the state; concurrent
+            callers share one rebuild (or one wait for another instance's).
+        """
+        from zotwist.storage.s3.rebuild import ensureReady
+
+        waiting = Deferred()
+        self._readyWaiters.append(waiting)
+        if self._rebuilding is None:
+            self._rebuilding = ensureDeferred(ensureReady(self))
+            self._rebuilding.addBoth(self._rebuilt)
+        return waiting
+
+    def _rebuilt(self, result) -> None:
+        waiters, self._readyWaiters, self._rebuilding = self._readyWaiters, [], None
+        for waiting in waiters:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(None)
+
+    def leaderLease(self, ttl: float = LEASE_TTL) -> LeaderLease:
+        """
+        A L{LeaderLease} on this store's Redis (one per instance): the
+        background work (GC) runs on its holder only.
+        """
+        return LeaderLease(
+            self.redis.redis, self._runner, self.redis.key("leader"), self._reactor, ttl=ttl
+        )
+
+    # -- repositories ---------------------------------------------------------------
+
+    async def _index(self, name: str) -> RepositoryIndex | None:
+        try:
+            return await self.metadata.index(name)
+        except NotReady:
+            await self.ensureReady()
+            return await self.metadata.index(name)
+
+    async def _requireIndex(self, name: str) -> RepositoryIndex:
+        index = await self._index(name)
+        if index is None:
+            raise RegistryError("NAME_UNKNOWN", detail={"name": name})
+        return index
+
+    async def catalog(self) -> list[str]:
+        if not await self.metadata.isReady():
+            await self.ensureReady()
+        return await self.metadata.catalog()
+
+    async def repositoryExists(self, name: str) -> bool:
+        return (await self._index(name)) is not None
+
+    async def _noteRepository(self, name: str) -> None:
+        await self.redis.run(lambda r: r.sadd(self.redis.key("repos"), name))
+
+    # -- blob age, for the collector ----------------------------------------------------
+
+    async def _touch(self, name: str, digests) -> None:
+        """
+        Note that clients used C{digests} of C{name} now (throttled).
+        """
+        touchAfter = self.touchAfter
+        if touchAfter is None:
+            return
+        now = time.time()
+        due = [d for d in digests if now - self._touched.get((name, d), 0) > touchAfter]
+        if not due:
+            return
+        if len(self._touched) > 200000:
+            self._touched.clear()
+        for d in due:
+            self._touched[(name, d)] = now
+        mapping = {d: int(now) for d in due}
+        await self.redis.run(lambda r: r.hset(self.redis.key("touched", name), mapping=mapping))
+
+    # -- blobs and uploads: S3Blobs ---------------------------------------------------
+
+    async def statBlob(self, name: str, digest: str):
+        size = await self.blobs.statBlob(name, digest)
+        if size is not None:
+            await self._touch(name, [digest])
+        return size
+
+    async def openBlob(self, name: str, digest: str):
+        reader = await self.blobs.openBlob(name, digest)
+        await self._touch(name, [digest])
+        return reader
+
+    async def deleteBlob(self, name: str, digest: str) -> None:
+        await self.blobs.deleteBlob(name, digest)
+
+    async def mountBlob(self, name: str, digest: str, fromName, mayRead=None):
+        size = await self.blobs.mountBlob(name, digest, fromName, mayRead)
+        if size is not None:
+            await self._noteRepository(name)
+            await self._touch(name, [digest])
+        return size
+
+    def startUpload(self, name: str, algorithm: str):
+        return self.blobs.startUpload(name, algorithm)
+
+    def uploadStatus(self, name: str, uploadID: str):
+        return self.blobs.uploadStatus(name, uploadID)
+
+    def cancelUpload(self, name: str, uploadID: str):
+        return self.blobs.cancelUpload(name, uploadID)
+
+    def writerForSession(self, name: str, uploadID: str, start, length):
+        return self.blobs.writerForSession(name, uploadID, start, length)
+
+    def writerForMonolithic(self, name: str, algorithm: str, length):
+        return self.blobs.writerForMonolithic(name, algorithm, length)
+
+    async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
+        size = await self.blobs.completeUpload(name, uploadID, digest, writer)
+        await self._noteRepository(name)
+        return size
+
+    async def commitMonolithic(self, name: str, digest: str, writer) -> int:
+        size = await self.blobs.commitMonolithic(name, digest, writer)
+        await self._noteRepository(name)
+        return size
+
+    def blobURL(self, name: str, digest: str):
+        """
+        A presigned URL of the blob (C{redirectBlobURL}).
+        """
+        return self.blobs.blobURL(name, digest)
+
+    # -- manifests ------------------------------------------------------------------
+
+    def _resolve(self, index: RepositoryIndex, reference: str) -> dict | None:
+        if oci.looksLikeDigest(reference):
+            oci.parseDigest(reference)
+            return index.byDigest.get(reference)
+        oci.validateTag(reference)
+        return index.tags.get(reference)
+
+    async def statManifest(self, name: str, reference: str):
+        index = await self._requireIndex(name)
+        descriptor = self._resolve(index, reference)
+        if descriptor is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        digest = descriptor["digest"]
+        size = (await self.metadata.heldSizes(name, [digest]))[digest]
+        if size is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        return size, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+
+    async def getManifest(self, name: str, reference: str):
+        index = await self._requireIndex(name)
+        descriptor = self._resolve(index, reference)
+        if descriptor is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        digest = descriptor["digest"]
+        body = await self._manifestBody(name, digest)
+        if body is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+
+    async def _manifestBody(self, name: str, digest: str) -> bytes | None:
+        body = self._manifestBodies.get(digest)
+        if body is not None:
+            return body
+        body = await self.objects.get(self.layout.blobKey(name, digest))
+        if body is not None and oci.digestOf(body, digest.split(":", 1)[0]) == digest:
+            self._manifestBodies.put(digest, body, len(body))
+            return body
+        return None
+
+    async def putManifest(self, name: str, body: bytes, contentType, reference: str, tags):
+        tags = list(tags)
+        if oci.looksLikeDigest(reference):
+            algorithm, _ = oci.parseDigest(reference)
+            digest = oci.digestOf(body, algorithm)
+            if digest != reference:
+                raise RegistryError(
+                    "DIGEST_INVALID",
+                    message="manifest digest does not match the reference",
+                    detail={"expected": reference, "actual": digest},
+                )
+        else:
+            tags.insert(0, oci.validateTag(reference))
+            digest = oci.digestOf(body, "sha256")
+        for tag in tags:
+            oci.validateTag(tag)
+        tags = list(dict.fromkeys(tags))
+        if len(body) > 65536:
+            info = await self._runner.run(parseManifest, body, contentType, digest)
+        else:
+            info = parseManifest(body, contentType, digest)
+        index = await self._index(name)
+        known = index.byDigest if index is not None else {}
+        needed = [d.digest for d in info.blobs] + [
+            d.digest for d in info.children if d.digest not in known
+        ]
+        held = await self.metadata.heldSizes(name, needed + [digest])
+        absent = [d for d in needed if held[d] is None]
+        if absent:
+            raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+        if held[digest] is None:
+            await self.metadata.putBlobBytes(name, digest, body)
+        self._manifestBodies.put(digest, body, len(body))
+        self._manifestInfos.put(digest, info)
+        descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
+        if info.artifactType and info.mediaType == oci.OCI_MANIFEST and (
+            info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
+        ):
+            descriptor["artifactType"] = info.artifactType
+        allNeeded = [d.digest for d in info.blobs] + [d.digest for d in info.children]
+
+        async def change(entries):
+            # Under the repository lock, where the garbage collector decides
+            # too: what this manifest needs must be held now, and becomes
+            # referenced before the lock is released (zotwist.storage.s3.gc).
+            present = await self.metadata.heldSizes(name, allNeeded + [digest])
+            missing = [d for d in allNeeded if present[d] is None]
+            if missing:
+                raise ManifestBlobsUnknown(list(dict.fromkeys(missing)))
+            if present[digest] is None:
+                await self.metadata.putBlobBytes(name, digest, body)
+            if not tags:
+                return entries.add(descriptor), None
+            for tag in tags:
+                entries.tag(tag, descriptor)
+            return True, None
+
+        await self.metadata.mutate(name, change)
+        await self._touch(name, allNeeded + [digest])
+        return info
+
+    async def deleteManifest(self, name: str, reference: str) -> None:
+        index = await self._requireIndex(name)
+        if self._resolve(index, reference) is None:
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        byDigest = oci.looksLikeDigest(reference)
+
+        async def change(entries):
+            if byDigest:
+                found = entries.removeDigest(reference)
+            else:
+                found = entries.untag(reference)
+            return found, found
+
+        if not await self.metadata.mutate(name, change):
+            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+
+    async def listTags(self, name: str) -> list[str]:
+        index = await self._requireIndex(name)
+        return sorted(index.tags)
+
+    async def referrers(self, name: str, digest: str) -> list[ManifestInfo]:
+        oci.parseDigest(digest)
+        index = await self._index(name)
+        if index is None:
+            return []
+        if index.referrersByDigest is None:
+            mapping: dict[str, list[ManifestInfo]] = {}
+            for candidate, descriptor in list(index.byDigest.items()):
+                info = await self._info(name, candidate, descriptor.get("mediaType"))
+                if info is not None and info.subject is not None:
+                    mapping.setdefault(info.subject.digest, []).append(info)
+            index.referrersByDigest = mapping
+        return list(index.referrersByDigest.get(digest, []))
+
+    async def _info(self, name: str, digest: str, mediaType) -> ManifestInfo | None:
+        info = self._manifestInfos.get(digest)
+        if info is not None:
+            return info
+        body = await self._manifestBody(name, digest)
+        if body is None:
+            return None
+        try:
+            info = parseManifest(body, mediaType, digest)
+        except RegistryError:
+            return None
+        self._manifestInfos.put(digest, info)
+        return info
