@@ -742,6 +742,17 @@ class WarningTests(SynchronousTestCase):
             (False, None, False),
         )
 
+    def test_exampleS3Config(self):
+        """
+        The S3 example shipped in C{conf/config-s3.json} loads without a
+        warning.
+        """
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "conf", "config-s3.json")
+        config = loadConfig(path)
+        self.assertEqual(config.warnings, ())
+        self.assertEqual(config.storage.s3.bucket, "zot-storage")
+        self.assertEqual(config.storage.redis.url, "redis://redis.internal:6379/0")
+
     def test_cacheDriverOnLocalStorage(self):
         """
         A cache driver on local storage without C{remoteCache} is ignored

@@ -256,13 +256,15 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
 
     @return: the services added (L{LeaderOnly} wrappers).
     """
-    from zotwist.coordination.lease import LeaderLease, LeaderOnly
+    from zotwist.coordination.lease import LeaderOnly
     from zotwist.storage.s3.gc import S3GarbageCollector
 
     added = []
     storage = config.storage
     extensions = config.extensions
     scrub = extensions.scrub if extensions is not None else None
+    if storage.gc:
+        store.touchAfter = storage.gcDelay / 2
     if isWorker:
         return added
     if scrub is not None and scrub.enable:
@@ -271,9 +273,10 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
         )
     if not storage.gc:
         return added
-    lease = LeaderLease(store.redis.redis, runner, store.redis.key("leader"), reactor)
+    lease = store.leaderLease()
     lease.setServiceParent(top)
-    collector = S3GarbageCollector(store, storage.gcDelay)
+    # The collector checks the lease itself too, between repositories.
+    collector = S3GarbageCollector(store, storage.gcDelay, lease=lease)
     gc = LeaderOnly(lease, GarbageCollectionService(collector, storage.gcInterval, reactor))
     gc.setServiceParent(top)
     added.append(gc)
