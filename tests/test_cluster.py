@@ -389,9 +389,11 @@ class ClusterTests(TestCase):
         """
         Eight clients push eight different images to one repository at
         once, each under its own tag: all eight tags are listed and each
-        pulls whole with its own manifest.
+        pulls whole with its own manifest.  Each instance runs two worker
+        processes (C{http.workers: 2}), which on S3 are instances like the
+        others.
         """
-        cluster = await self.startCluster()
+        cluster = await self.startCluster(config={"http": {"workers": 2}})
         repo = "cluster/eight"
         clients = [self.client(cluster) for _ in range(8)]
         pushed = await gatherResults(
