@@ -12,10 +12,13 @@ the other, so the HTTP port drains before the thread pool stops):
 
   - C{logs}: L{zotwist.logs.LogService} (C{log.level}, C{log.output});
   - C{threads-disk}: the disk thread pool;
-  - C{store}: L{zotwist.service.StoreService} (scans the storage root);
+  - C{store}: L{zotwist.service.StoreService} (scans the storage root, or
+    on S3 makes sure Redis holds the state; see L{buildStore});
   - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService};
     C{threads-scrub} and C{scrub} (C{extensions.scrub}):
-    L{zotwist.storage.scrub.ScrubService};
+    L{zotwist.storage.scrub.ScrubService}; on S3 instead the leader lease
+    and the GC under L{zotwist.coordination.lease.LeaderOnly}, no scrub
+    (L{_addClusterLifecycleServices});
   - C{ops}: L{zotwist.ops.wiring.OperationsService}, holding what the
     site's operational endpoints use (health checks, metrics);
   - C{http}: L{zotwist.service.HTTPService} on a L{RegistrySite} carrying
