@@ -37,7 +37,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -609,8 +608,6 @@ def cephS3() -> S3Endpoint:
             cluster = CephCluster()
             cluster.start()
             _ceph = cluster
-            print(f"clustersupport: Ceph S3 at {cluster.endpoint.url} in {cluster.directory}",
-                  file=sys.stderr)
         return _ceph.endpoint
 
 
