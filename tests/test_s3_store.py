@@ -1,0 +1,566 @@
+"""
+Tests for L{zotwist.storage.s3.store.S3Store} (with
+L{zotwist.storage.s3.metadata} and L{zotwist.storage.s3.rebuild}) against a
+real Ceph RADOS Gateway and a real C{redis-server}
+(L{tests.clustersupport}).
+
+Each test gets a fresh bucket; the Redis key prefix contains the bucket's
+name, so tests sharing the server never see each other's keys.  Several
+L{S3Store}s on one bucket and Redis play several zotwist instances.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from tests.apihelpers import descriptor, digestOf, imageManifest
+from tests.clustersupport import cephS3, newBucket, redisServer, s3StorageConfig
+from tests.images import writeImage
+from zotwist import oci
+from zotwist.coordination.client import RedisClient, storePrefix
+from zotwist.errors import ManifestBlobsUnknown, RegistryError
+from zotwist.storage.interfaces import IRegistryStore
+from zotwist.storage.s3.metadata import IndexWriteRefused
+from zotwist.storage.s3.objects import ObjectStore
+from zotwist.storage.s3.store import S3Store
+from zotwist.threads import ThreadPoolRunner
+
+CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+class S3Case(TestCase):
+    """
+    A fresh bucket, the shared Redis, a thread pool, and a way to start
+    store instances on them.
+    """
+
+    rootdirectory = "/zot"
+
+    def setUp(self):
+        self.endpoint = cephS3()
+        self.bucket = newBucket(self.endpoint)
+        self.redisEndpoint = redisServer()
+        self.runner = ThreadPoolRunner(reactor, minThreads=2, maxThreads=16, name="test-s3")
+        self.runner.startService()
+        self.addCleanup(self.runner.stopService)
+        self.s3 = self.endpoint.client()
+        self.redis = self.redisEndpoint.client()
+        self.addCleanup(self.redis.close)
+        self.prefix = storePrefix(self.bucket, self.rootdirectory)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def objectKey(self, name: str, *parts: str) -> str:
+        return "/".join([self.rootdirectory.strip("/"), name, *parts])
+
+    async def instance(self, **kwargs) -> S3Store:
+        """
+        Start one store instance (as one zotwist process would) and stop it
+        when the test ends.
+        """
+        objects = ObjectStore(
+            self.runner, self.endpoint.url, self.bucket, self.endpoint.accessKey,
+            self.endpoint.secretKey, self.endpoint.region, False, False, True,
+        )
+        redis = RedisClient(self.redisEndpoint.url, self.runner, self.prefix)
+        try:
+            from zotwist.storage.s3.blobs import S3Blobs
+        except ImportError:  # until s3blobs lands: blobs are put directly
+            blobs = None
+        else:
+            blobs = S3Blobs(objects, redis, self.rootdirectory)
+        store = S3Store(
+            objects, redis, blobs, self.runner, reactor, self.rootdirectory, **kwargs
+        )
+        await store.startService()
+        self.addCleanup(lambda: ensureDeferred(store.stopService()))
+        return store
+
+    async def pushBlob(self, store: S3Store, name: str, data: bytes) -> str:
+        """
+        Put C{data} into C{name} as a blob, the way a finished upload does.
+        """
+        digest = digestOf(data)
+        if store.blobs is None:
+            await store.metadata.putBlobBytes(name, digest, data)
+            await store._noteRepository(name)
+            return digest
+        writer = store.writerForMonolithic(name, "sha256", len(data))
+        writer.write(data)
+        size = await store.commitMonolithic(name, digest, writer)
+        writer.close()
+        self.assertEqual(size, len(data))
+        return digest
+
+    async def pushImage(self, store: S3Store, name: str, tag: str | None, seed: str) -> tuple:
+        """
+        Push a small image (config + one layer) and its manifest.
+
+        @return: C{(manifestDigest, manifestBytes, [configDigest, layerDigest])}.
+        """
+        config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+        layer = f"layer of {seed}".encode() * 50
+        await self.pushBlob(store, name, config)
+        await self.pushBlob(store, name, layer)
+        body = imageManifest(descriptor(CONFIG, config), [descriptor(LAYER, layer)])
+        digest = digestOf(body)
+        await store.putManifest(name, body, oci.OCI_MANIFEST, tag or digest, [])
+        return digest, body, [digestOf(config), digestOf(layer)]
+
+    def s3Index(self, name: str) -> dict:
+        """
+        The repository's C{index.json} as S3 holds it.
+        """
+        found = self.s3.get_object(Bucket=self.bucket, Key=self.objectKey(name, "index.json"))
+        return json.loads(found["Body"].read())
+
+    def s3Tags(self, name: str) -> dict:
+        """
+        Tag -> digest from the repository's C{index.json} in S3.
+        """
+        return {
+            m["annotations"][oci.REF_NAME]: m["digest"]
+            for m in self.s3Index(name)["manifests"]
+            if oci.REF_NAME in (m.get("annotations") or {})
+        }
+
+
+class S3StoreTests(S3Case):
+    """
+    Two instances on one bucket and Redis behave as one registry.
+    """
+
+    def test_interface(self):
+        """
+        L{S3Store} provides L{IRegistryStore}.
+        """
+        from zope.interface.verify import verifyClass
+
+        self.assertTrue(verifyClass(IRegistryStore, S3Store))
+
+    def test_pushThroughOneReadThroughOther(self):
+        """
+        A manifest pushed through one instance is listed, served and stat'ed
+        by the other, which never saw it in memory: tags, catalog, manifest
+        bytes, media type and size.  The repository's S3 prefix holds an
+        OCI layout (C{oci-layout}, C{index.json}, the manifest as a blob).
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            digest, body, blobs = await self.pushImage(a, "team/app", "v1", "one")
+            self.assertEqual(await b.listTags("team/app"), ["v1"])
+            self.assertEqual(await b.catalog(), ["team/app"])
+            self.assertTrue(await b.repositoryExists("team/app"))
+            self.assertFalse(await b.repositoryExists("team/other"))
+            got, mediaType, gotDigest = await b.getManifest("team/app", "v1")
+            self.assertEqual((got, mediaType, gotDigest), (body, oci.OCI_MANIFEST, digest))
+            self.assertEqual(
+                await b.statManifest("team/app", digest), (len(body), oci.OCI_MANIFEST, digest)
+            )
+            for blob in blobs:
+                self.assertIsNotNone(await b.statBlob("team/app", blob))
+            layout = self.s3.get_object(
+                Bucket=self.bucket, Key=self.objectKey("team/app", "oci-layout")
+            )["Body"].read()
+            self.assertEqual(json.loads(layout), {"imageLayoutVersion": "1.0.0"})
+            self.assertEqual(self.s3Tags("team/app"), {"v1": digest})
+            stored = self.s3.get_object(
+                Bucket=self.bucket,
+                Key=self.objectKey("team/app", "blobs", "sha256", digest.split(":")[1]),
+            )["Body"].read()
+            self.assertEqual(stored, body)
+            # A retag through B is seen by A (whose parsed cache is older).
+            await b.putManifest("team/app", body, oci.OCI_MANIFEST, "latest", [])
+            self.assertEqual(await a.listTags("team/app"), ["latest", "v1"])
+            with self.assertRaises(RegistryError) as raised:
+                await b.getManifest("team/app", "nope")
+            self.assertEqual(raised.exception.code, "MANIFEST_UNKNOWN")
+            with self.assertRaises(RegistryError) as raised:
+                await b.listTags("team/none")
+            self.assertEqual(raised.exception.code, "NAME_UNKNOWN")
+
+        return ensureDeferred(run())
+
+    def test_readsNeedNoS3(self):
+        """
+        Once an instance has read a manifest, tag listings and manifest
+        reads are answered without any S3 request, even after another
+        instance changed the tags (the new index comes from Redis).
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            digest, body, _ = await self.pushImage(a, "app", "v1", "one")
+            await b.getManifest("app", "v1")
+            await a.putManifest("app", body, oci.OCI_MANIFEST, "v2", [])
+            calls = []
+            for method in ("get", "getWithETag", "head", "list"):
+                original = getattr(b.objects, method)
+
+                def spy(*args, _method=method, _original=original, **kwargs):
+                    calls.append(_method)
+                    return _original(*args, **kwargs)
+
+                setattr(b.objects, method, spy)
+            self.assertEqual(await b.listTags("app"), ["v1", "v2"])
+            self.assertEqual((await b.getManifest("app", "v2"))[2], digest)
+            self.assertEqual((await b.statManifest("app", "v1"))[2], digest)
+            self.assertEqual(await b.catalog(), ["app"])
+            self.assertEqual(calls, [])
+
+        return ensureDeferred(run())
+
+    def test_concurrentTagsFromTwoInstances(self):
+        """
+        Sixteen tag pushes to one repository at once, half through each
+        instance: every tag ends up in the index, in Redis and in S3.
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            images = {}
+            for i in range(16):
+                config = f'{{"n": {i}}}'.encode()
+                store = a if i % 2 else b
+                await self.pushBlob(store, "busy", config)
+                images[f"t{i}"] = imageManifest(descriptor(CONFIG, config), [])
+            await gatherResults(
+                [
+                    ensureDeferred(
+                        (a if i % 2 else b).putManifest(
+                            "busy", images[f"t{i}"], oci.OCI_MANIFEST, f"t{i}", []
+                        )
+                    )
+                    for i in range(16)
+                ],
+                consumeErrors=True,
+            )
+            expected = {tag: digestOf(body) for tag, body in images.items()}
+            self.assertEqual(self.s3Tags("busy"), expected)
+            self.assertEqual(await a.listTags("busy"), sorted(expected))
+            self.assertEqual(await b.listTags("busy"), sorted(expected))
+            for tag, digest in expected.items():
+                self.assertEqual((await a.getManifest("busy", tag))[2], digest)
+
+        return ensureDeferred(run())
+
+    def test_layoutReadableBySkopeo(self):
+        """
+        The repository prefix, downloaded as it is, is an OCI layout that
+        C{skopeo inspect} reads: the tag resolves to the pushed manifest
+        and its layers.
+        """
+
+        async def run():
+            store = await self.instance()
+            source = tempfile.mkdtemp(prefix="zotwist-img-")
+            self.addCleanup(subprocess.run, ["rm", "-rf", source])
+            image = writeImage(source, layers=2, layerSize=4096, seed=7)
+            manifest = open(
+                os.path.join(source, "blobs", "sha256", image["digest"].split(":")[1]), "rb"
+            ).read()
+            document = json.loads(manifest)
+            for blob in [document["config"], *document["layers"]]:
+                path = os.path.join(source, "blobs", "sha256", blob["digest"].split(":")[1])
+                with open(path, "rb") as f:
+                    await self.pushBlob(store, "img/one", f.read())
+            await store.putManifest("img/one", manifest, oci.OCI_MANIFEST, "1.0", [])
+            target = tempfile.mkdtemp(prefix="zotwist-dl-")
+            self.addCleanup(subprocess.run, ["rm", "-rf", target])
+            prefix = self.objectKey("img/one") + "/"
+            paginator = self.s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    path = os.path.join(target, item["Key"][len(prefix):])
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    self.s3.download_file(self.bucket, item["Key"], path)
+            result = subprocess.run(
+                ["skopeo", "inspect", f"oci:{target}:1.0"],
+                capture_output=True, text=True, timeout=60,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+            inspected = json.loads(result.stdout)
+            self.assertEqual(inspected["Digest"], image["digest"])
+            self.assertEqual(inspected["Layers"], [d["digest"] for d in document["layers"]])
+            self.assertEqual(inspected["Architecture"], "amd64")
+
+        return ensureDeferred(run())
+
+    def test_manifestBlobUnknown(self):
+        """
+        A manifest naming a blob the repository does not hold is refused
+        with C{MANIFEST_BLOB_UNKNOWN} (and nothing is tagged), even when
+        another repository holds it.
+        """
+
+        async def run():
+            store = await self.instance()
+            config = b'{"a": 1}'
+            await self.pushBlob(store, "elsewhere", config)
+            body = imageManifest(descriptor(CONFIG, config), [])
+            with self.assertRaises(ManifestBlobsUnknown) as raised:
+                await store.putManifest("here", body, oci.OCI_MANIFEST, "v1", [])
+            self.assertEqual(raised.exception.digests, [digestOf(config)])
+            self.assertFalse(await store.repositoryExists("here"))
+
+        return ensureDeferred(run())
+
+    def test_deleteAcrossInstances(self):
+        """
+        Untagging through one instance leaves the manifest reachable by
+        digest; deleting it by digest through the other removes every tag
+        naming it.  Both instances agree at each step.
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            digest, body, _ = await self.pushImage(a, "del", "one", "d")
+            await a.putManifest("del", body, oci.OCI_MANIFEST, "two", [])
+            await b.deleteManifest("del", "one")
+            self.assertEqual(await a.listTags("del"), ["two"])
+            await a.deleteManifest("del", "two")
+            self.assertEqual(await b.listTags("del"), [])
+            self.assertEqual((await b.getManifest("del", digest))[2], digest)
+            await b.putManifest("del", body, oci.OCI_MANIFEST, "three", [])
+            await a.deleteManifest("del", digest)
+            with self.assertRaises(RegistryError) as raised:
+                await b.getManifest("del", digest)
+            self.assertEqual(raised.exception.code, "MANIFEST_UNKNOWN")
+            self.assertEqual(await b.listTags("del"), [])
+            self.assertEqual(self.s3Index("del")["manifests"], [])
+            with self.assertRaises(RegistryError) as raised:
+                await b.deleteManifest("del", "three")
+            self.assertEqual(raised.exception.code, "MANIFEST_UNKNOWN")
+
+        return ensureDeferred(run())
+
+    def test_referrersAcrossInstances(self):
+        """
+        A referrer pushed through one instance is listed for its subject
+        by the other.
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            subject, body, _ = await self.pushImage(a, "ref", "v1", "s")
+            empty = b"{}"
+            await self.pushBlob(a, "ref", empty)
+            referrer = imageManifest(
+                descriptor(oci.OCI_EMPTY, empty), [],
+                artifactType="application/vnd.example.sig",
+                subject={"mediaType": oci.OCI_MANIFEST, "digest": subject, "size": len(body)},
+            )
+            await a.putManifest("ref", referrer, oci.OCI_MANIFEST, digestOf(referrer), [])
+            found = await b.referrers("ref", subject)
+            self.assertEqual([info.digest for info in found], [digestOf(referrer)])
+            self.assertEqual(found[0].artifactType, "application/vnd.example.sig")
+            self.assertEqual(await b.referrers("ref", digestOf(referrer)), [])
+            self.assertEqual(await b.referrers("unknown", subject), [])
+
+        return ensureDeferred(run())
+
+    def test_fromConfig(self):
+        """
+        L{S3Store.fromConfig} builds a working store from zot's C{storage}
+        section (C{storageDriver} s3 + C{cacheDriver} redis) as
+        L{zotwist.config} parses it.
+        """
+        from zotwist.config import StorageConfig
+
+        async def run():
+            section = s3StorageConfig(
+                self.endpoint, self.bucket, self.redisEndpoint.url, self.rootdirectory
+            )
+            config = StorageConfig(
+                rootDirectory=section["rootDirectory"],
+                storageDriver=section["storageDriver"],
+                cacheDriver=section["cacheDriver"],
+            )
+            store = S3Store.fromConfig(config, self.runner, reactor)
+            await store.startService()
+            self.addCleanup(lambda: ensureDeferred(store.stopService()))
+            other = await self.instance()
+            digest, _, _ = await self.pushImage(other, "cfg", "v1", "c")
+            self.assertEqual(await store.listTags("cfg"), ["v1"])
+            self.assertEqual(store.redis.prefix, self.prefix)
+            self.assertEqual(store.root, section["rootDirectory"])
+
+        return ensureDeferred(run())
+
+
+class RebuildTests(S3Case):
+    """
+    Redis emptied: the state comes back from the bucket.
+    """
+
+    def test_flushallThenRebuild(self):
+        """
+        After FLUSHALL, a new instance rebuilds the state from S3 and
+        answers the same catalog, tags, manifests and blobs; an instance
+        that was already running notices and answers too.
+        """
+
+        async def run():
+            a = await self.instance()
+            pushed = {}
+            for name in ("alpha", "beta/nested", "gamma"):
+                digest, body, blobs = await self.pushImage(a, name, "v1", name)
+                pushed[name] = (digest, body, blobs)
+            await self.pushBlob(a, "blobsonly", b"just a blob")
+            await a.putManifest("alpha", pushed["alpha"][1], oci.OCI_MANIFEST, "v2", [])
+            before = {
+                "catalog": await a.catalog(),
+                "tags": {n: await a.listTags(n) for n in pushed},
+            }
+            self.redisEndpoint.flushall()
+            self.assertFalse(self.redis.exists(self.key("ready")))
+            b = await self.instance()
+            self.assertTrue(self.redis.exists(self.key("ready")))
+            self.assertEqual(await b.catalog(), before["catalog"])
+            self.assertEqual(
+                before["catalog"], ["alpha", "beta/nested", "blobsonly", "gamma"]
+            )
+            for name, (digest, body, blobs) in pushed.items():
+                self.assertEqual(await b.listTags(name), before["tags"][name])
+                self.assertEqual(await b.getManifest(name, "v1"), (body, oci.OCI_MANIFEST, digest))
+                for blob in blobs + [digest]:
+                    self.assertIsNotNone(await b.statBlob(name, blob))
+                self.assertEqual(
+                    int(self.redis.hget(self.key("blobs", name), blobs[0])),
+                    self.s3.head_object(
+                        Bucket=self.bucket,
+                        Key=self.objectKey(name, "blobs", "sha256", blobs[0].split(":")[1]),
+                    )["ContentLength"],
+                )
+                self.assertIn(name.encode(), self.redis.smembers(self.key("holders", blobs[0])))
+            self.assertIsNotNone(await b.statBlob("blobsonly", digestOf(b"just a blob")))
+            # Writes after the rebuild are conditional on the restored ETag.
+            await b.putManifest("gamma", pushed["gamma"][1], oci.OCI_MANIFEST, "v3", [])
+            self.assertEqual(sorted(self.s3Tags("gamma")), ["v1", "v3"])
+            # The instance that ran through the flush answers as well.
+            self.assertEqual(await a.listTags("gamma"), ["v1", "v3"])
+            self.assertEqual(await a.catalog(), before["catalog"])
+
+        return ensureDeferred(run())
+
+    def test_runningInstanceRebuildsOnItsOwn(self):
+        """
+        When Redis is flushed under a running instance, its next read
+        rebuilds the state (nobody else is there to do it).
+        """
+
+        async def run():
+            a = await self.instance()
+            digest, _, _ = await self.pushImage(a, "solo", "v1", "solo")
+            self.redisEndpoint.flushall()
+            self.assertEqual(await a.listTags("solo"), ["v1"])
+            self.assertEqual((await a.getManifest("solo", "v1"))[2], digest)
+            self.assertTrue(self.redis.exists(self.key("ready")))
+
+        return ensureDeferred(run())
+
+
+class FencingTests(S3Case):
+    """
+    The index write of a holder whose lock was lost never lands.
+    """
+
+    def test_staleHolderWriteRefused(self):
+        """
+        A holder whose lock expires after its last check (it paused) and
+        whose repository another instance changed meanwhile gets 412 from
+        S3: its request fails with L{IndexWriteRefused} (503) and the other
+        instance's change is what S3 and Redis hold.
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            digest, body, _ = await self.pushImage(a, "fenced", "v1", "f")
+            stale = await a.locks.acquire("fenced")
+            original = stale.ensure
+
+            async def ensureThenLose(margin=None):
+                await original(margin)
+                # The holder pauses here; its lock expires in Redis...
+                self.redis.delete(self.key("lock", "fenced"))
+                # ...and another instance changes the repository.
+                await b.putManifest("fenced", body, oci.OCI_MANIFEST, "fresh", [])
+
+            stale.ensure = ensureThenLose
+            descriptorOf = {"mediaType": oci.OCI_MANIFEST, "digest": digest, "size": len(body)}
+
+            async def tagStale(entries):
+                entries.tag("stale", descriptorOf)
+                return True, None
+
+            with self.assertRaises(IndexWriteRefused) as raised:
+                await a.metadata.writeLocked("fenced", stale, [tagStale])
+            self.assertEqual(raised.exception.status, 503)
+            self.assertEqual(sorted(self.s3Tags("fenced")), ["fresh", "v1"])
+            self.assertEqual(await a.listTags("fenced"), ["fresh", "v1"])
+            self.assertEqual(await b.listTags("fenced"), ["fresh", "v1"])
+            self.assertFalse(await stale.release())
+
+        return ensureDeferred(run())
+
+    def test_currentHolderRereadsAfterStaleWrite(self):
+        """
+        When a paused ex-holder's write slipped into S3 just before the
+        current holder's, the current holder's conditional write gets 412;
+        as it still holds the lock it re-reads S3 and retries, so both
+        changes end up in S3 and Redis.
+        """
+
+        async def run():
+            a = await self.instance()
+            digest, body, _ = await self.pushImage(a, "race", "v1", "r")
+            entry = {"mediaType": oci.OCI_MANIFEST, "digest": digest, "size": len(body)}
+            held = await a.locks.acquire("race")
+            original = held.ensure
+            slipped = []
+
+            async def ensureThenSlip(margin=None):
+                await original(margin)
+                if slipped:
+                    return
+                # The ex-holder's late write, based on the index it read.
+                indexKey = self.objectKey("race", "index.json")
+                current = self.s3.get_object(Bucket=self.bucket, Key=indexKey)
+                document = json.loads(current["Body"].read())
+                document["manifests"].append(
+                    dict(entry, annotations={oci.REF_NAME: "late"})
+                )
+                self.s3.put_object(
+                    Bucket=self.bucket, Key=indexKey, Body=json.dumps(document).encode(),
+                    IfMatch=current["ETag"].strip('"'),
+                )
+                slipped.append(True)
+
+            held.ensure = ensureThenSlip
+
+            async def tagCurrent(entries):
+                entries.tag("current", entry)
+                return True, None
+
+            ((ok, _),) = await a.metadata.writeLocked("race", held, [tagCurrent])
+            self.assertTrue(ok)
+            self.assertEqual(slipped, [True])
+            await held.release()
+            self.assertEqual(sorted(self.s3Tags("race")), ["current", "late", "v1"])
+            self.assertEqual(await a.listTags("race"), ["current", "late", "v1"])
+
+        return ensureDeferred(run())
