@@ -533,7 +533,8 @@ class ClusterTests(TestCase):
         With a tiny C{gcDelay}, GC runs on the leader only while two
         clients keep pushing: an orphan blob pushed first disappears from
         the bucket, exactly one instance logs that it is the leader, and
-        every image pushed meanwhile pulls whole afterwards.
+        every image pushed meanwhile pulls whole afterwards.  When the
+        leader is killed, another instance takes the lease and collects.
         """
         cluster = await self.startCluster(storage={"gcDelay": "3s", "gcInterval": "1s"})
         client = self.client(cluster)
@@ -575,6 +576,29 @@ class ClusterTests(TestCase):
         self.assertEqual(collected, leaders)
         reader = self.client(cluster)
         self.assertEqual(sorted(await reader.tags("cluster/gc")), sorted(pushed))
+        for tag, digest in pushed.items():
+            self.assertEqual(await reader.pullWhole("cluster/gc", tag), digest)
+
+        # The leader dies: its lease expires and another instance takes it,
+        # and the GC with it.
+        cluster.instanceNamed(leaders[0]).kill()
+        second = await client.pushBlob("cluster/gc-orphan2", os.urandom(4096))
+        secondKey = f"zot/cluster/gc-orphan2/blobs/sha256/{second.split(':')[1]}"
+        for _ in range(600):
+            if secondKey not in await deferToThread(_bucketBlobs, cluster):
+                break
+            await deferLater(reactor, 0.1)
+        else:
+            self.fail("no instance took over the GC within 60 s of the leader's death")
+        successors = [
+            name for name, instance in zip(cluster.names, cluster.instances)
+            if name != leaders[0] and "is now the leader" in instance.log()
+        ]
+        self.assertEqual(len(successors), 1, f"successors: {successors}")
+        self.assertIn(
+            "GC: cluster/gc-orphan2: removed 0 manifests, 1 blobs",
+            cluster.instanceNamed(successors[0]).log(),
+        )
         for tag, digest in pushed.items():
             self.assertEqual(await reader.pullWhole("cluster/gc", tag), digest)
 
