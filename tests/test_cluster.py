@@ -198,6 +198,17 @@ class _Client:
         return self.pool.closeCachedConnections()
 
 
+def _children(pid: int) -> "list[int]":
+    """
+    The live child processes of C{pid} (from C{/proc}).
+    """
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            children.extend(int(child) for child in f.read().split())
+    return children
+
+
 class _Retry(Exception):
     """
     An answer a client retries (a 5xx, or an unexpected status).
@@ -408,6 +419,10 @@ class ClusterTests(TestCase):
         self.assertEqual(sorted(await reader.tags(repo)), [f"t{i}" for i in range(8)])
         for i, image in enumerate(pushed):
             self.assertEqual(await reader.pullWhole(repo, f"t{i}"), image.digest)
+        for name, instance in zip(cluster.names, cluster.instances):
+            workers = _children(instance.pid)
+            self.assertEqual(len(workers), 1, f"{name}'s workers: {workers}")
+            self.assertNotIn("Traceback", instance.log(), name)
 
     async def test_killInstanceDuringPushes(self):
         """
