@@ -6,7 +6,10 @@ are reached only when the service starts), so no server is needed here;
 L{tests.test_cluster} runs the same tree against real ones.
 """
 
+import io
+import json
 import os
+import sys
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -128,3 +131,27 @@ class S3WiringTests(SynchronousTestCase):
             self.assertEqual(
                 len([s for s in services if isinstance(s, GarbageCollectionService)]), 1
             )
+
+
+class OfflineCommandTests(SynchronousTestCase):
+    """
+    C{zot gc} and C{zot scrub} on an s3 config refuse instead of walking
+    the local C{rootDirectory}, which holds none of the registry's data.
+    """
+
+    def test_refused(self):
+        """
+        Both exit 1 naming the reason, even with C{--force}.
+        """
+        from zotwist import cli
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "config.json")
+        with open(path, "w") as f:
+            json.dump({"storage": dict(S3_STORAGE, rootDirectory=directory)}, f)
+        for argv in (["gc", path], ["gc", "--force", path], ["scrub", "--force", path]):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            self.assertEqual(cli.main(argv), 1, argv)
+            self.assertIn("storage.storageDriver is s3", err.getvalue())

@@ -112,6 +112,16 @@ def _offlineConfig(path: str, force: bool):
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    if config.storage.s3 is not None:
+        # Checked before the port, so that --force cannot make these walk
+        # the local rootDirectory, which holds none of the data.
+        print(
+            f"zot: {path}: storage.storageDriver is s3: the offline gc and scrub work "
+            "on local storage only (on s3 the running cluster's leader collects "
+            "garbage; scrub is not supported there yet)",
+            file=sys.stderr,
+        )
+        return 1
     if not force and _serverAnswers(config):
         print(
             f"zot: {config.http.address}:{config.http.port} answers: stop the "
