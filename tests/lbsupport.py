@@ -104,9 +104,12 @@ class LoadBalancer:
     @ivar url: C{http://127.0.0.1:PORT}.
     """
 
-    def __init__(self, testCase, backends: "list[tuple[str, int]]") -> None:
+    def __init__(self, testCase, backends: "list[tuple[str, int]]",
+                 port: int | None = None) -> None:
         """
         Write the configuration; L{start} starts it.
+
+        @param port: the port to listen on; a free one by default.
         """
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not os.path.exists(binary):
@@ -114,7 +117,7 @@ class LoadBalancer:
         self._binary = binary
         self.base = os.path.abspath(testCase.mktemp())
         os.makedirs(self.base)
-        self.port = freePort()
+        self.port = port or freePort()
         self.url = f"http://127.0.0.1:{self.port}"
         self.configPath = os.path.join(self.base, "haproxy.cfg")
         self.logPath = os.path.join(self.base, "haproxy.log")
@@ -190,13 +193,15 @@ class RegistryCluster:
     """
 
     def __init__(self, testCase, count: int = 3, storage: dict | None = None,
-                 config: dict | None = None, reactor=None) -> None:
+                 config: dict | None = None, reactor=None,
+                 balancerPort: int | None = None) -> None:
         """
         Prepare the instances and the balancer; L{start} starts them.
 
         @param storage: keys merged over the S3 C{storage} section (e.g.
             C{gcDelay}).
         @param config: other config sections for every instance.
+        @param balancerPort: the balancer's port; a free one by default.
         """
         from twisted.internet import reactor as globalReactor
 
@@ -219,7 +224,8 @@ class RegistryCluster:
         ]
         self.names = [f"zot{i}" for i in range(count)]
         self.balancer = LoadBalancer(
-            testCase, [(name, p.port) for name, p in zip(self.names, self.instances)]
+            testCase, [(name, p.port) for name, p in zip(self.names, self.instances)],
+            port=balancerPort,
         )
         self.url = self.balancer.url
         self.pool = HTTPConnectionPool(self._reactor, persistent=True)
