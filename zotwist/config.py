@@ -817,7 +817,7 @@ class RetentionPolicy:
         default=(), metadata=_zot(_ListOf(_Section(KeepTagsPolicy)))
     )
     keepUntagged: KeepUntaggedPolicy | None = field(
-        default=None, metadata=_zot(_Section(KeepUntaggedPolicy))
+        default=None, metadata=_zot(_Section(KeepUntaggedPolicy), status=NOT_IMPLEMENTED)
     )
 
 
@@ -825,11 +825,15 @@ class RetentionPolicy:
 class RetentionConfig:
     """
     C{storage.retention}: what garbage collection may delete beyond
-    unreferenced blobs.
+    unreferenced blobs (applied by L{zotwist.storage.retention}).
+
+    @ivar delay: untagged manifests and referrers whose subject is gone are
+        removed once this old; L{None} (not given) means the store's
+        C{gcDelay}, as in zot.
     """
 
     dryRun: bool = field(default=False, metadata=_zot(_BOOL))
-    delay: float = field(default=86400.0, metadata=_zot(_POSITIVE_DURATION))
+    delay: float | None = field(default=None, metadata=_zot(_POSITIVE_DURATION))
     policies: tuple[RetentionPolicy, ...] = field(
         default=(), metadata=_zot(_ListOf(_Section(RetentionPolicy)))
     )
@@ -949,7 +953,7 @@ class StorageConfig:
         default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
     )
     retention: RetentionConfig | None = field(
-        default=None, metadata=_zot(_Section(RetentionConfig), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_Section(RetentionConfig), status=IMPLEMENTED)
     )
     storageDriver: dict | None = field(
         default=None, metadata=_zot(_STORAGE_DRIVER, status=NOT_IMPLEMENTED)

@@ -205,7 +205,8 @@ def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -
     if isWorker:
         return added
     if storage.gc:
-        collector = GarbageCollector(store, runner, storage.gcDelay)
+        collector = GarbageCollector(store, runner, storage.gcDelay,
+                                     retention=storage.retention)
         gc = GarbageCollectionService(collector, storage.gcInterval, reactor)
         gc.setServiceParent(top)
         added.append(gc)

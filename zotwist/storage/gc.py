@@ -15,6 +15,13 @@ What goes, per repository (zot's C{storage.gc}, C{gcDelay}, C{gcInterval}):
  - upload session directories under C{.uploads/} untouched (directory,
    C{data}, C{meta.json}) for longer than C{gcDelay}.
 
+With C{storage.retention}, each repository's sweep first applies its
+policy (L{zotwist.storage.retention}) under the same lock: tags its
+C{keepTags} do not keep go, and C{deleteUntagged}, C{deleteReferrers} and
+C{retention.delay} replace the defaults above for untagged manifests and
+referrers; a dry run changes nothing and logs what would go.  One log line
+per tag or manifest removed.
+
 "Live" is everything reachable from a root: a tagged entry of C{index.json},
 or an untagged entry younger than C{gcDelay}; through index children; and
 referrers of live manifests, to a fixed point.  A live manifest whose bytes
@@ -69,6 +76,13 @@ from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.index import IndexEntries, _tagOf
 from zotwist.storage.locks import fileLock
+from zotwist.storage.retention import (
+    REFERRERS_ALL,
+    REFERRERS_KEEP,
+    RepositoryRules,
+    needsTimes,
+    rulesFor,
+)
 
 _log = Logger()
 
@@ -84,9 +98,16 @@ class CollectionResult:
     @ivar uploads: upload session directories removed.
     @ivar temporary: leftover temporary files removed.
     @ivar skipped: why blobs were left alone, or L{None}.
+    @ivar tags: the tags retention removed.
+    @ivar events: C{(kind, reference, reason)} per tag (C{"tag"}) or
+        manifest (C{"manifest"}) removed, or that a dry run would remove.
+    @ivar dryRun: the events are what a dry run would have removed.
     """
 
     manifests: list = field(default_factory=list)
+    tags: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    dryRun: bool = False
     blobs: list = field(default_factory=list)
     bytes: int = 0
     uploads: int = 0
@@ -95,13 +116,14 @@ class CollectionResult:
 
     def add(self, other: "CollectionResult") -> None:
         self.manifests += other.manifests
+        self.tags += other.tags
         self.blobs += other.blobs
         self.bytes += other.bytes
         self.uploads += other.uploads
         self.temporary += other.temporary
 
     def removedAnything(self) -> bool:
-        return bool(self.manifests or self.blobs or self.uploads or self.temporary)
+        return bool(self.manifests or self.tags or self.blobs or self.uploads or self.temporary)
 
 
 def _mtime(path: str) -> float | None:
@@ -190,16 +212,135 @@ def _isTemporary(filename: str) -> bool:
     return filename.endswith(".tmp")
 
 
+class _Reachability:
+    """
+    What is reachable from a set of manifests: the manifests (through index
+    children) and every blob they reference.
+    """
+
+    def __init__(self, referencesOf):
+        self.referencesOf = referencesOf
+        self.live: set[str] = set()
+        self.blobs: set[str] = set()
+        self.unknown: list[str] = []
+
+    def mark(self, digest: str) -> None:
+        stack = [digest]
+        while stack:
+            current = stack.pop()
+            if current in self.live:
+                continue
+            self.live.add(current)
+            self.blobs.add(current)
+            refs = self.referencesOf(current)
+            if refs is None:
+                self.unknown.append(current)
+                continue
+            self.blobs.update(refs[0])
+            stack.extend(refs[1])
+
+
+def _dropTag(entries: IndexEntries, tag: str, tags: dict) -> None:
+    """
+    Remove C{tag} (a key of C{tags}, C{{tag: digest}} of the tags still
+    there); its manifest leaves C{index.json} too when no other tag names it
+    (zot's retention removes the descriptor, not only the annotation).
+    """
+    digest = tags.pop(tag)
+    if digest in tags.values():
+        entries.untag(tag)
+    else:
+        entries.removeDigest(digest)
+
+
+def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, blobPath):
+    """
+    Which manifests of C{entries} go under C{rules}, and what is reachable
+    from the rest.
+
+    @return: C{(dead, reach)}: C{{digest: reason}} and a L{_Reachability}.
+    """
+    tagged = set()
+    untagged = set()
+    for entry in entries.manifests():
+        digest = _validDigest(entry.get("digest"))
+        if digest is None:
+            continue
+        (tagged if _tagOf(entry) is not None else untagged).add(digest)
+    untagged -= tagged
+
+    def old(digest: str) -> bool:
+        # Young, or bytes missing (damage for the scrub to report, not
+        # garbage): kept.
+        mtime = _mtime(blobPath(digest))
+        return mtime is not None and mtime < rules.cutoff
+
+    def subjectOf(digest: str):
+        refs = referencesOf(digest)
+        return None if refs is None else refs[2]
+
+    roots = set()
+    candidates: dict[str, str | None] = {}  # digest -> its subject, or None
+    for digest in tagged:
+        if rules.referrers == REFERRERS_ALL and subjectOf(digest) is not None and old(digest):
+            candidates[digest] = subjectOf(digest)
+        else:
+            roots.add(digest)
+    for digest in untagged:
+        if not old(digest):
+            roots.add(digest)
+            continue
+        subject = subjectOf(digest)
+        if subject is not None:
+            if rules.referrers == REFERRERS_KEEP:
+                roots.add(digest)
+            else:
+                candidates[digest] = subject
+        elif rules.deleteUntagged:
+            candidates[digest] = None
+        else:
+            roots.add(digest)
+
+    reach = _Reachability(referencesOf)
+    for digest in roots:
+        reach.mark(digest)
+    # Referrers of live manifests live too, to a fixed point.
+    pending = {d: s for d, s in candidates.items() if s is not None}
+    changed = True
+    while changed:
+        changed = False
+        for digest, subject in list(pending.items()):
+            if digest in reach.live:
+                del pending[digest]
+            elif subject in reach.live:
+                reach.mark(digest)
+                del pending[digest]
+                changed = True
+    dead = {}
+    for digest in sorted(candidates):
+        if digest in reach.live:
+            continue
+        subject = candidates[digest]
+        dead[digest] = "untagged" if subject is None else f"referrer of {subject}, which is gone"
+    return dead, reach
+
+
 def collectRepositoryBlocking(
-    repoDir: str, cutoff: float, commit: bool = False, log=_log
+    repoDir: str, cutoff: float, commit: bool = False, log=_log,
+    rules: RepositoryRules | None = None,
 ) -> CollectionResult:
     """
-    Collect one repository's garbage older than C{cutoff} (a C{time.time()}
-    value).  Blocking: run it in the disk pool.
+    Collect one repository's garbage: blobs and uploads older than
+    C{cutoff} (a C{time.time()} value, now minus C{gcDelay}), and the tags
+    and manifests C{rules} remove (by default: untagged manifests and
+    untagged referrers whose subject is gone, older than C{cutoff}).
+    Blocking: run it in the disk pool.
     """
     # Imported here: local.py imports this module's neighbours, not this one.
     from zotwist.storage.local import _writeAtomically
 
+    if rules is None:
+        rules = RepositoryRules(cutoff=cutoff)
     result = CollectionResult()
     result.uploads = cleanUploadsBlocking(repoDir, cutoff)
     indexPath = os.path.join(repoDir, "index.json")
@@ -217,6 +358,8 @@ def collectRepositoryBlocking(
             log.error("GC: {repo}: {why}; left alone", repo=repoDir, why=result.skipped)
             return result
         entries = IndexEntries.fromManifests(manifests)
+        # A dry run decides on a copy and leaves the index as it is.
+        work = IndexEntries.fromManifests(manifests) if rules.dryRun else entries
 
         def blobPath(digest: str) -> str:
             algorithm, encoded = oci.parseDigest(digest)
@@ -234,74 +377,42 @@ def collectRepositoryBlocking(
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]
 
-        tagged = set()
-        untagged = set()
-        for entry in entries.manifests():
+        tags = {}
+        for entry in work.manifests():
+            tag = _tagOf(entry)
             digest = _validDigest(entry.get("digest"))
-            if digest is None:
-                continue
-            (tagged if _tagOf(entry) is not None else untagged).add(digest)
-        untagged -= tagged
-        roots = set(tagged)
-        old = set()
-        for digest in untagged:
-            mtime = _mtime(blobPath(digest))
-            if mtime is not None and mtime < cutoff:
-                old.add(digest)
-            else:
-                # Young, or bytes missing (damage for the scrub to report,
-                # not garbage): kept.
-                roots.add(digest)
-
-        live: set[str] = set()
-        blobs: set[str] = set()
-        unknown: list[str] = []
-
-        def mark(digest: str) -> None:
-            stack = [digest]
-            while stack:
-                current = stack.pop()
-                if current in live:
-                    continue
-                live.add(current)
-                blobs.add(current)
-                refs = referencesOf(current)
-                if refs is None:
-                    unknown.append(current)
-                    continue
-                blobs.update(refs[0])
-                stack.extend(refs[1])
-
-        for digest in roots:
-            mark(digest)
-        # Referrers of live manifests live too, to a fixed point.
-        pending = set(old)
-        changed = True
-        while changed:
-            changed = False
-            for digest in list(pending):
-                if digest in live:
-                    pending.discard(digest)
-                    continue
-                refs = referencesOf(digest)
-                if refs is not None and refs[2] is not None and refs[2] in live:
-                    mark(digest)
-                    pending.discard(digest)
-                    changed = True
-        dead = sorted(d for d in old if d not in live)
-        if dead:
-            for digest in dead:
-                entries.removeDigest(digest)
-            _writeAtomically(indexPath, entries.serialize(), commit)
-            result.manifests = dead
-        if unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(unknown)[:5])
+            if tag is not None and digest is not None:
+                tags[tag] = digest
+        decision = rules.decide(dict(tags), lambda digest: _mtime(blobPath(digest)))
+        for tag, why in decision.delete.items():
+            result.events.append(("tag", tag, why))
+            result.tags.append(tag)
+            _dropTag(work, tag, tags)
+        dead, reach = _decideManifests(work, rules, referencesOf, blobPath)
+        for digest, why in dead.items():
+            work.removeDigest(digest)
+            result.events.append(("manifest", digest, why))
+        if rules.dryRun:
+            result.dryRun = True
+            result.tags = []
+            # Blobs stay for everything the stored index lists.
+            reach = _Reachability(referencesOf)
+            for entry in entries.manifests():
+                digest = _validDigest(entry.get("digest"))
+                if digest is not None:
+                    reach.mark(digest)
+        else:
+            if dead or decision.delete:
+                _writeAtomically(indexPath, work.serialize(), commit)
+            result.manifests = sorted(dead)
+        if reach.unknown:
+            result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
             log.warn(
                 "GC: {repo}: {why}; its blobs are left alone",
                 repo=repoDir, why=result.skipped,
             )
         else:
-            _sweepBlobs(repoDir, blobs, cutoff, result)
+            _sweepBlobs(repoDir, reach.blobs, cutoff, result)
         _sweepTemporary(repoDir, cutoff, result)
     return result
 
@@ -400,6 +511,26 @@ def cleanUploadsBlocking(repoDir: str, cutoff: float) -> int:
     return removed
 
 
+def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+    """
+    One line per tag or manifest a sweep removed, or would have in a dry
+    run (logged on the reactor thread, after the sweep).
+    """
+    source = "retention" if rules.retention else "GC"
+    if result.dryRun:
+        source += " (dry run)"
+    verb = "would remove" if result.dryRun else "removed"
+    policy = "" if rules.policyIndex is None else f"policy {rules.policyIndex}: "
+    for kind, reference, why in result.events:
+        if kind == "tag":
+            _log.info("{source}: {verb} tag {repo}:{tag} ({policy}{why})", source=source,
+                      verb=verb, repo=name, tag=reference, policy=policy, why=why)
+        else:
+            _log.info("{source}: {verb} manifest {repo}@{digest} ({policy}{why})",
+                      source=source, verb=verb, repo=name, digest=reference, policy=policy,
+                      why=why)
+
+
 class GarbageCollector:
     """
     Collects the repositories of a L{zotwist.storage.local.LocalStore}, one
@@ -407,13 +538,17 @@ class GarbageCollector:
 
     @param delay: C{gcDelay}, in seconds.
     @param clock: returns the current time as C{time.time} does.
+    @param retention: C{storage.retention} (a
+        L{zotwist.config.RetentionConfig}), or L{None}: applied to each
+        repository under the same lock as the collection.
     """
 
-    def __init__(self, store, runner, delay: float, clock=time.time):
+    def __init__(self, store, runner, delay: float, clock=time.time, retention=None):
         self.store = store
         self.runner = runner
         self.delay = delay
         self.clock = clock
+        self.retention = retention
         #: Set to stop a round after the repository in progress.
         self.stopping = False
         #: Everything removed since this collector was made.
@@ -423,12 +558,27 @@ class GarbageCollector:
         #: Called with each round's L{CollectionResult} (the metrics hook).
         self.onRound = None
 
+    async def rulesFor(self, name: str, now: float) -> RepositoryRules:
+        """
+        The retention rules of one repository's sweep, with its recorded
+        push and pull times when its policy needs them (read in the disk
+        pool, the first time only).
+        """
+        times = None
+        if self.retention is not None and needsTimes(self.retention, name):
+            times = await self.store.tagTimes.times(name)
+        return rulesFor(self.retention, name, now, self.delay, times)
+
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))
-        cutoff = self.clock() - self.delay
-        return await self.runner.run(
-            collectRepositoryBlocking, repoDir, cutoff, self.store._commit
+        now = self.clock()
+        rules = await self.rulesFor(name, now)
+        result = await self.runner.run(
+            collectRepositoryBlocking, repoDir, now - self.delay, self.store._commit,
+            rules=rules,
         )
+        _logEvents(name, result, rules)
+        return result
 
     async def collectAll(self) -> CollectionResult:
         """
