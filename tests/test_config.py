@@ -1176,6 +1176,7 @@ class SchemaTests(SynchronousTestCase):
                 "storage.gc",
                 "storage.gcDelay",
                 "storage.gcInterval",
+                "storage.gcTimeWindow",
                 "storage.retention",
                 "storage.retention.delay",
                 "storage.retention.dryRun",

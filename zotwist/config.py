@@ -942,7 +942,7 @@ class StorageConfig:
         default=3600.0, metadata=_zot(_DURATION, status=IMPLEMENTED)
     )
     gcTimeWindow: str | None = field(
-        default=None, metadata=_zot(_GCTimeWindow(), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_GCTimeWindow(), status=IMPLEMENTED)
     )
     commit: bool = field(default=False, metadata=_zot(_BOOL, status=IMPLEMENTED))
     maxRepos: int = field(default=0, metadata=_zot(_COUNT, status=NOT_IMPLEMENTED))

@@ -207,7 +207,8 @@ def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -
     if storage.gc:
         collector = GarbageCollector(store, runner, storage.gcDelay,
                                      retention=storage.retention)
-        gc = GarbageCollectionService(collector, storage.gcInterval, reactor)
+        gc = GarbageCollectionService(collector, storage.gcInterval, reactor,
+                                      window=storage.gcTimeWindow)
         gc.setServiceParent(top)
         added.append(gc)
     extensions = config.extensions

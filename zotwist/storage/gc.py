@@ -615,21 +615,76 @@ class GarbageCollector:
         return total
 
 
+_DAY = 86400.0
+
+
+def parseTimeWindow(window: str) -> tuple[int, int]:
+    """
+    C{"HH:MM-HH:MM"} (as L{zotwist.config} normalises C{gcTimeWindow}) as
+    C{(start, end)} minutes of the day.
+    """
+    start, end = window.split("-")
+    (sh, sm), (eh, em) = (int(x) for x in start.split(":")), (int(x) for x in end.split(":"))
+    return sh * 60 + sm, eh * 60 + em
+
+
+def inTimeWindow(window: tuple[int, int], when: float) -> bool:
+    """
+    Whether C{when} (seconds since the epoch) falls in C{window} in UTC:
+    start included, end excluded, to the minute (zot's rule); a window whose
+    end is before its start wraps past midnight.
+    """
+    start, end = window
+    minute = int((when % _DAY) // 60)
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+def secondsUntilWindow(window: tuple[int, int], when: float) -> float:
+    """
+    Seconds from C{when} until C{window} next opens (0 when it is open).
+    """
+    if inTimeWindow(window, when):
+        return 0.0
+    opens = window[0] * 60.0
+    wait = (opens - when % _DAY) % _DAY
+    return wait or _DAY
+
+
 class GarbageCollectionService(Service):
     """
     Runs L{GarbageCollector.collectAll} every C{interval} seconds (the first
     one an interval after start); a round still running when the next is
     due is not doubled.
+
+    With a C{gcTimeWindow}, a round only starts inside the window: one due
+    outside it waits for the window to open, and the next is due an
+    interval after that (a round started inside runs to its end).
+
+    @param window: C{gcTimeWindow} (C{"HH:MM-HH:MM"}, UTC), or L{None}.
+    @param clock: the wall clock the window is read on (C{time.time}).
     """
 
     name = "gc"
 
-    def __init__(self, collector: GarbageCollector, interval: float, reactor=None):
+    def __init__(self, collector: GarbageCollector, interval: float, reactor=None,
+                 window: str | None = None, clock=time.time):
         self.collector = collector
         self.interval = interval
         self._reactor = reactor
         self._running = None
         self._loop = None
+        self.window = parseTimeWindow(window) if window else None
+        self._windowText = window
+        self._clock = clock
+        self._waiting = None
+
+    def _callLater(self, seconds: float, f):
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        return reactor.callLater(seconds, f)
 
     def startService(self) -> None:
         super().startService()
@@ -640,8 +695,19 @@ class GarbageCollectionService(Service):
         self._loop.start(self.interval, now=False)
 
     def _tick(self) -> None:
-        if self._running is not None:
+        if self._running is not None or self._waiting is not None:
             return
+        if self.window is not None:
+            wait = secondsUntilWindow(self.window, self._clock())
+            if wait > 0:
+                _log.info("GC: a sweep is due; waiting {seconds:.0f} s for gcTimeWindow"
+                          " {window} (UTC)", seconds=wait, window=self._windowText)
+                self._waiting = self._callLater(wait, self._windowOpened)
+                # The schedule restarts from the round the window lets
+                # start, so the ticks that fall due meanwhile do not double it.
+                if self._loop is not None and self._loop.running:
+                    self._loop.stop()
+                return
         self._running = ensureDeferred(self.collector.collectAll())
 
         def done(result):
@@ -651,10 +717,23 @@ class GarbageCollectionService(Service):
         self._running.addErrback(lambda f: _log.failure("GC round failed", f))
         self._running.addBoth(done)
 
+    def _windowOpened(self) -> None:
+        self._waiting = None
+        if self.running:
+            self._tick()
+            self._loop = LoopingCall(self._tick)
+            if self._reactor is not None:
+                self._loop.clock = self._reactor
+            self._loop.start(self.interval, now=False)
+
     def stopService(self):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._waiting is not None:
+            if self._waiting.active():
+                self._waiting.cancel()
+            self._waiting = None
         if self._running is not None:
             # Let the repository in progress finish (it holds a lock and a
             # thread); the round stops there.
