@@ -497,7 +497,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                 f"{key}: not implemented by zotwist yet; ignored"
                 for key in [
                     "storage.maxRepos",
-                    "storage.subPaths",
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
@@ -926,6 +925,26 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
         config = parseConfig(subPaths("/srv/zot", a="/srv/zot-a", b="/srv/zot-b"))
         self.assertEqual(sorted(config.storage.subPaths), ["/a", "/b"])
 
+    def test_subPathRoute(self):
+        """
+        A sub-path key is one leading path component (zot routes by the
+        first component of a repository name only); anything else is
+        refused, naming the key.
+        """
+        for route, key in [("ci", "ci"), ("/ci/tools", '["/ci/tools"]'), ("/", '["/"]'),
+                           ("//ci", '["//ci"]')]:
+            self.assertRefused(
+                {"storage": {"rootDirectory": "/srv/zot",
+                             "subPaths": {route: {"rootDirectory": "/srv/ci"}}}},
+                f"<config>: storage.subPaths{'.' if key == 'ci' else ''}{key}: a sub-path is"
+                ' one leading path component such as "/ci": zot routes a repository by the'
+                " first component of its name only",
+            )
+        config = parseConfig({"storage": {"rootDirectory": "/srv/zot", "subPaths": {
+            "/ci/": {"rootDirectory": "/srv/ci", "gc": True, "gcTimeWindow": "1:00-2:00"}}}})
+        self.assertEqual(config.storage.subPaths["/ci/"].gcTimeWindow, "01:00-02:00")
+        self.assertEqual(config.warnings, ())
+
     def test_storageDrivers(self):
         """
         A storage driver needs a supported name, and the parameters zotwist
@@ -1191,6 +1210,27 @@ class SchemaTests(SynchronousTestCase):
                 "storage.retention.policies[].keepTags[].pushedWithin",
                 "storage.retention.policies[].repositories",
                 "storage.rootDirectory",
+                "storage.subPaths",
+                "storage.subPaths.*.commit",
+                "storage.subPaths.*.dedupe",
+                "storage.subPaths.*.gc",
+                "storage.subPaths.*.gcDelay",
+                "storage.subPaths.*.gcInterval",
+                "storage.subPaths.*.gcTimeWindow",
+                "storage.subPaths.*.retention",
+                "storage.subPaths.*.retention.delay",
+                "storage.subPaths.*.retention.dryRun",
+                "storage.subPaths.*.retention.policies",
+                "storage.subPaths.*.retention.policies[].deleteReferrers",
+                "storage.subPaths.*.retention.policies[].deleteUntagged",
+                "storage.subPaths.*.retention.policies[].keepTags",
+                "storage.subPaths.*.retention.policies[].keepTags[].mostRecentlyPulledCount",
+                "storage.subPaths.*.retention.policies[].keepTags[].mostRecentlyPushedCount",
+                "storage.subPaths.*.retention.policies[].keepTags[].patterns",
+                "storage.subPaths.*.retention.policies[].keepTags[].pulledWithin",
+                "storage.subPaths.*.retention.policies[].keepTags[].pushedWithin",
+                "storage.subPaths.*.retention.policies[].repositories",
+                "storage.subPaths.*.rootDirectory",
             ],
         )
 
@@ -1252,7 +1292,8 @@ class SchemaTests(SynchronousTestCase):
         for key in [
             "storage.storageDriver",
             "storage.cacheDriver",
-            "storage.subPaths.*.rootDirectory",
+            "storage.subPaths.*.storageDriver",
+            "storage.subPaths.*.maxRepos",
             "storage.retention.policies[].keepUntagged",
             "http.externalUrl",
             "extensions.lint.enable",

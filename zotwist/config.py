@@ -873,10 +873,12 @@ class SubPathConfig:
     One entry of C{storage.subPaths}: repositories under a prefix kept in a
     store of their own.
 
-    Every key here inherits the status of C{storage.subPaths}; whoever
-    implements sub-paths gives the keys that still do nothing a status of
-    their own.  The defaults are zot's for a sub-path, which differ from the
-    main store's: C{dedupe} and C{gc} are off unless given.
+    Served by L{zotwist.storage.routed.RoutedStore}: each entry is a
+    local store of its own (C{rootDirectory}, C{dedupe}, C{commit}) with its
+    own garbage collection and retention (C{gc}, C{gcDelay}, C{gcInterval},
+    C{gcTimeWindow}, C{retention}); the keys still without effect have a
+    status of their own.  The defaults are zot's for a sub-path, which
+    differ from the main store's: C{dedupe} and C{gc} are off unless given.
 
     @ivar rootDirectory: made absolute; it must not equal or nest in another
         store's root (checked by L{StorageConfig}).
@@ -884,19 +886,25 @@ class SubPathConfig:
 
     rootDirectory: str = field(default=None, metadata=_zot(_Directory(), required=True))
     dedupe: bool = field(default=False, metadata=_zot(_BOOL))
-    remoteCache: bool = field(default=False, metadata=_zot(_BOOL))
+    remoteCache: bool = field(default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED))
     gc: bool = field(default=False, metadata=_zot(_BOOL))
     gcDelay: float = field(default=3600.0, metadata=_zot(_DURATION))
     gcInterval: float = field(default=3600.0, metadata=_zot(_DURATION))
     gcTimeWindow: str | None = field(default=None, metadata=_zot(_GCTimeWindow()))
     commit: bool = field(default=False, metadata=_zot(_BOOL))
-    maxRepos: int = field(default=0, metadata=_zot(_COUNT))
-    redirectBlobURL: bool = field(default=False, metadata=_zot(_BOOL))
+    maxRepos: int = field(default=0, metadata=_zot(_COUNT, status=NOT_IMPLEMENTED))
+    redirectBlobURL: bool = field(
+        default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
+    )
     retention: RetentionConfig | None = field(
         default=None, metadata=_zot(_Section(RetentionConfig))
     )
-    storageDriver: dict | None = field(default=None, metadata=_zot(_STORAGE_DRIVER))
-    cacheDriver: dict | None = field(default=None, metadata=_zot(_CACHE_DRIVER))
+    storageDriver: dict | None = field(
+        default=None, metadata=_zot(_STORAGE_DRIVER, status=NOT_IMPLEMENTED)
+    )
+    cacheDriver: dict | None = field(
+        default=None, metadata=_zot(_CACHE_DRIVER, status=NOT_IMPLEMENTED)
+    )
 
     def _validate(self, path: str) -> None:
         """
@@ -963,7 +971,7 @@ class StorageConfig:
     )
     subPaths: dict[str, SubPathConfig] = field(
         default_factory=dict,
-        metadata=_zot(_MapOf(_Section(SubPathConfig)), status=NOT_IMPLEMENTED),
+        metadata=_zot(_MapOf(_Section(SubPathConfig)), status=IMPLEMENTED),
     )
 
     def _validate(self, path: str) -> None:
@@ -976,6 +984,12 @@ class StorageConfig:
         roots = [(_child(path, "rootDirectory"), self.rootDirectory)]
         for route, subPath in self.subPaths.items():
             subPathPath = _child(_child(path, "subPaths"), route)
+            if not re.fullmatch(r"/[^/]+/?", route):
+                raise _Invalid(
+                    subPathPath,
+                    "a sub-path is one leading path component such as \"/ci\": zot "
+                    "routes a repository by the first component of its name only",
+                )
             roots.append((_child(subPathPath, "rootDirectory"), subPath.rootDirectory))
         for (firstPath, first), (secondPath, second) in combinations(roots, 2):
             if first == second:

@@ -13,8 +13,9 @@ the other, so the HTTP port drains before the thread pool stops):
   - C{logs}: L{zotwist.logs.LogService} (C{log.level}, C{log.output});
   - C{threads-disk}: the disk thread pool;
   - C{store}: L{zotwist.service.StoreService} (scans the storage root);
-  - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService};
-    C{threads-scrub} and C{scrub} (C{extensions.scrub}):
+  - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService},
+    and C{gc /prefix} per C{storage.subPaths} entry with C{gc};
+    C{threads-scrub} and C{scrub} (and C{scrub /prefix}) (C{extensions.scrub}):
     L{zotwist.storage.scrub.ScrubService};
   - C{ops}: L{zotwist.ops.wiring.OperationsService}, holding what the
     site's operational endpoints use (health checks, metrics);
@@ -50,6 +51,7 @@ from zotwist.ops.wiring import OperationsService, installOperations
 from zotwist.service import HTTPService, StoreService
 from zotwist.storage.gc import GarbageCollectionService, GarbageCollector
 from zotwist.storage.local import LocalStore
+from zotwist.storage.routed import RoutedStore
 from zotwist.storage.scrub import ScrubService
 from zotwist.threads import ThreadPoolRunner
 from zotwist.web.audit import buildAuditLog
@@ -121,17 +123,10 @@ def makeServiceFromConfig(
     runner.setServiceParent(top)
     uploads = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="upload", niceness=5)
     uploads.setServiceParent(top)
-    store = LocalStore(
-        config.storage.rootDirectory,
-        runner,
-        commit=config.storage.commit,
-        reactor=reactor,
-        uploadRunner=uploads,
-        dedupe=config.storage.dedupe,
-    )
+    store, roots = buildLocalStores(config, runner, uploads, reactor)
     storeService = StoreService(store)
     storeService.setServiceParent(top)
-    lifecycle = _addLifecycleServices(top, config, store, runner, reactor, isWorker)
+    lifecycle = _addLifecycleServices(top, config, roots, runner, reactor, isWorker)
     # Downloads by sendfile hold a thread each for their duration: their own
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
@@ -190,35 +185,78 @@ def makeServiceFromConfig(
     return top
 
 
-def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
+def buildLocalStores(config, runner, uploads, reactor):
     """
-    Garbage collection (C{storage.gc}) and scrub (C{extensions.scrub}), run
-    by the first process only: workers share its root.  Every process
-    refreshes the age of the blobs its clients use, for the collector.
+    The store of C{storage.rootDirectory} and one per C{storage.subPaths}
+    entry, each with its own root, C{dedupe} and C{commit}.
 
+    @return: C{(store, roots)}: the store the site serves (a
+        L{zotwist.storage.routed.RoutedStore} when there are sub-paths), and
+        C{(name, LocalStore, settings)} per root for the lifecycle services,
+        C{settings} being the C{storage} section or the sub-path's entry
+        (both carry C{gc}, C{gcDelay}, C{gcInterval}, C{gcTimeWindow},
+        C{retention}).
+    """
+
+    def local(settings):
+        return LocalStore(
+            settings.rootDirectory,
+            runner,
+            commit=settings.commit,
+            reactor=reactor,
+            uploadRunner=uploads,
+            dedupe=settings.dedupe,
+        )
+
+    default = local(config.storage)
+    roots = [("", default, config.storage)]
+    routes = {}
+    for prefix, settings in sorted(config.storage.subPaths.items()):
+        routes[prefix] = local(settings)
+        roots.append((prefix, routes[prefix], settings))
+    if not routes:
+        return default, roots
+    return RoutedStore(default, routes), roots
+
+
+def _addLifecycleServices(top, config, roots, runner, reactor, isWorker: bool) -> list:
+    """
+    Garbage collection with retention (C{gc}, C{gcDelay}, C{gcInterval},
+    C{gcTimeWindow}, C{retention}) per store root, and scrub
+    (C{extensions.scrub}) of every root, run by the first process only:
+    workers share its roots.  Every process refreshes the age of the blobs
+    its clients use, for the collector.
+
+    @param roots: C{(name, LocalStore, settings)} from L{buildLocalStores}.
     @return: the services added.
     """
     added = []
-    storage = config.storage
-    if storage.gc:
-        store.touchAfter = storage.gcDelay / 2
+    for _, store, settings in roots:
+        if settings.gc:
+            store.touchAfter = settings.gcDelay / 2
     if isWorker:
         return added
-    if storage.gc:
-        collector = GarbageCollector(store, runner, storage.gcDelay,
-                                     retention=storage.retention)
-        gc = GarbageCollectionService(collector, storage.gcInterval, reactor,
-                                      window=storage.gcTimeWindow)
-        gc.setServiceParent(top)
-        added.append(gc)
+    for name, store, settings in roots:
+        if settings.gc:
+            collector = GarbageCollector(store, runner, settings.gcDelay,
+                                         retention=settings.retention)
+            gc = GarbageCollectionService(collector, settings.gcInterval, reactor,
+                                          window=settings.gcTimeWindow)
+            if name:
+                gc.setName(f"gc {name}")
+            gc.setServiceParent(top)
+            added.append(gc)
     extensions = config.extensions
     scrub = extensions.scrub if extensions is not None else None
     if scrub is not None and scrub.enable:
         scrubRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=1, name="scrub")
         scrubRunner.setServiceParent(top)
-        scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
-        scrubService.setServiceParent(top)
-        added.append(scrubService)
+        for name, store, _ in roots:
+            scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
+            if name:
+                scrubService.setName(f"scrub {name}")
+            scrubService.setServiceParent(top)
+            added.append(scrubService)
     return added
 
 
