@@ -542,3 +542,31 @@ class RetentionAPITests(TestCase):
             records = [json.loads(line) for line in f.read().splitlines()]
         self.assertIn({"k": "v1", "push": NOW, "pull": NOW + 10}, records)
 
+
+
+class PushDuringSweepTests(StoreCase):
+    """
+    A tag pushed between the moment the collector read the push times and
+    the sweep taking the index lock is not judged on stale times.
+    """
+
+    repo = "team/app"
+
+    def test_tagMovedOrAddedMeanwhileStays(self):
+        """
+        A tag now pointing at another manifest than when the times were
+        read, or not there then, stays this round; the others are decided.
+        """
+        _, first = self.pushImage(self.repo, "moved", layers=(b"1",), config=b"{1}")
+        self.pushImage(self.repo, "old", layers=(b"2",), config=b"{2}")
+        seen = {"moved": first, "old": self.result(self.store.statManifest(self.repo, "old"))[2]}
+        # Pushed "meanwhile": a new manifest for "moved", and a new tag.
+        self.pushImage(self.repo, "moved", layers=(b"3",), config=b"{3}")
+        self.pushImage(self.repo, "new", layers=(b"4",), config=b"{4}")
+        now = time.time()
+        config = retention([{"repositories": ["**"], "keepTags": [{"patterns": ["^x"]}]}])
+        rules = rulesFor(config, self.repo, now, HOUR, times={}, seen=seen)
+        result = collectRepositoryBlocking(os.path.join(self.root, "team", "app"),
+                                           now - HOUR, rules=rules)
+        self.assertEqual(result.tags, ["old"])
+        self.assertEqual(self.result(self.store.listTags(self.repo)), ["moved", "new"])

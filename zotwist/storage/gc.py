@@ -561,13 +561,20 @@ class GarbageCollector:
     async def rulesFor(self, name: str, now: float) -> RepositoryRules:
         """
         The retention rules of one repository's sweep, with its recorded
-        push and pull times when its policy needs them (read in the disk
-        pool, the first time only).
+        push and pull times when its policy needs them (a journal is read in
+        the disk pool, the first time only), and the tags they describe.
         """
-        times = None
+        times = seen = None
         if self.retention is not None and needsTimes(self.retention, name):
+            # The index first, then the times: a push that lands between
+            # the two is in the times but changes the index the sweep reads,
+            # so the sweep leaves its tag alone (RepositoryRules.seen).
+            index = await self.store._index(name)
+            seen = {} if index is None else {
+                tag: entry.get("digest") for tag, entry in index.tags.items()
+            }
             times = await self.store.tagTimes.times(name)
-        return rulesFor(self.retention, name, now, self.delay, times)
+        return rulesFor(self.retention, name, now, self.delay, times, seen)
 
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))

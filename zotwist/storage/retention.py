@@ -193,6 +193,10 @@ class RepositoryRules:
         (every tag stays).
     @ivar policyIndex: its index in C{retention.policies}.
     @ivar times: C{{tag or digest: (pushed, pulled)}} as recorded.
+    @ivar seen: C{{tag: digest}} as the index was when L{times} were read,
+        or L{None} (no guard).  A tag the sweep finds pointing elsewhere, or
+        not in it, was pushed meanwhile: its push time may be missing from
+        L{times}, so it stays this round.
     @ivar now: the time of the decision.
     @ivar dryRun: decide and report, change nothing.
     @ivar retention: these rules come from C{storage.retention} (for the log).
@@ -204,6 +208,7 @@ class RepositoryRules:
     policy: object = None
     policyIndex: int | None = None
     times: dict = field(default_factory=dict)
+    seen: dict | None = None
     now: float = 0.0
     dryRun: bool = False
     retention: bool = False
@@ -219,16 +224,22 @@ class RepositoryRules:
         if self.policy is None:
             return Decision(self.policyIndex, {t: "no keepTags" for t in tags}, {})
         times = {}
+        fresh = {}
         for tag, digest in tags.items():
+            if self.seen is not None and self.seen.get(tag) != digest:
+                fresh[tag] = "pushed while the sweep started"
+                continue
             pushed, pulled = self.times.get(tag, (None, None))
             if pushed is None:
                 pushed = pushedFallback(digest)
             times[tag] = (pushed, pulled)
-        return decideTags(self.policy, self.policyIndex, list(tags), times, self.now)
+        decision = decideTags(self.policy, self.policyIndex, list(times), times, self.now)
+        decision.keep.update(fresh)
+        return decision
 
 
 def rulesFor(retention, repository: str, now: float, gcDelay: float,
-             times: dict | None = None) -> RepositoryRules:
+             times: dict | None = None, seen: dict | None = None) -> RepositoryRules:
     """
     The rules of one repository's sweep at C{now}.
 
@@ -236,6 +247,7 @@ def rulesFor(retention, repository: str, now: float, gcDelay: float,
     @param gcDelay: the store's C{gcDelay}, in seconds.
     @param times: the repository's recorded push and pull times (needed
         only when L{needsTimes} says so).
+    @param seen: see L{RepositoryRules.seen}.
     """
     if retention is None:
         return RepositoryRules(cutoff=now - gcDelay, now=now)
@@ -251,6 +263,7 @@ def rulesFor(retention, repository: str, now: float, gcDelay: float,
         policy=policy if policy.keepTags else None,
         policyIndex=index,
         times=dict(times or {}),
+        seen=None if seen is None else dict(seen),
         now=now,
         dryRun=retention.dryRun,
         retention=True,
