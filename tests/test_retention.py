@@ -5,9 +5,11 @@ C{deleteReferrers}, dry runs; and the whole thing through the HTTP API with
 push and pull times injected through the store's clock.
 """
 
+import io
 import json
 import os
 import time
+from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.testing import EventLoggingObserver
@@ -15,11 +17,13 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests import apihelpers as api
+from tests.procsupport import freePort
 from tests.support import startRegistry
 from tests.test_local import StoreCase
-from zotwist import oci
+from zotwist import cli, oci
 from zotwist.config import parseConfig
 from zotwist.storage.gc import GarbageCollector, collectRepositoryBlocking
+from zotwist.storage.local import LocalStore
 from zotwist.storage.retention import (
     REFERRERS_ALL,
     REFERRERS_KEEP,
@@ -570,3 +574,64 @@ class PushDuringSweepTests(StoreCase):
                                            now - HOUR, rules=rules)
         self.assertEqual(result.tags, ["old"])
         self.assertEqual(self.result(self.store.listTags(self.repo)), ["moved", "new"])
+
+
+class OfflineCommandTests(StoreCase):
+    """
+    C{zot gc CONFIG} and C{zot scrub CONFIG} against a stopped registry
+    apply retention and cover every C{storage.subPaths} root.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.ciRoot = os.path.join(self.parent, "ci-root")
+        self.config = os.path.join(self.parent, "config.json")
+        with open(self.config, "w") as f:
+            json.dump({
+                "storage": {
+                    "rootDirectory": self.root, "gcDelay": "1h",
+                    "retention": {"policies": [{"repositories": ["team/**"], "keepTags": [
+                        {"mostRecentlyPushedCount": 1}]}]},
+                    "subPaths": {"/ci": {"rootDirectory": self.ciRoot, "gc": True,
+                                         "gcDelay": "2h"}},
+                },
+                "http": {"address": "127.0.0.1", "port": str(freePort())},
+            }, f)
+
+    def zot(self, *argv: str):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    def test_gcAppliesRetentionToEveryRoot(self):
+        """
+        The offline collection decides with the push times of the journal,
+        prints one line per tag removed, and collects the sub-path's root
+        with its own C{gcDelay}.
+        """
+        now = time.time()
+        for number, tag in enumerate(["v1", "v2"]):
+            self.store.tagTimes._clock = lambda: now - (5 - number) * HOUR
+            self.pushImage("team/app", tag, layers=(tag.encode(),), config=tag.encode())
+        self.result(self.store.tagTimes.flush())
+        ci = LocalStore(self.ciRoot, InlineRunner())
+        self.result(ci.startService())
+        stray = self.pushBlob("ci/app", b"stray", store=ci)
+        algorithm, encoded = oci.parseDigest(stray)
+        strayPath = os.path.join(self.ciRoot, "ci", "app", "blobs", algorithm, encoded)
+        age(strayPath, 1.5 * HOUR)
+        code, out, err = self.zot("gc", self.config)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines(), [
+            "retention: removed tag team/app:v1 (policy 0: keepTags[0]: meets none of its"
+            " rules)",
+            f"{self.root}: removed 1 tags, 0 manifests, 0 blobs (0 bytes), 0 stale uploads",
+            f"{self.ciRoot}: removed 0 manifests, 0 blobs (0 bytes), 0 stale uploads",
+        ])
+        self.assertEqual(self.result(self.makeStore().listTags("team/app")), ["v2"])
+        age(strayPath, 2.5 * HOUR)
+        code, out, _ = self.zot("gc", self.config)
+        self.assertIn(f"{self.ciRoot}: removed 0 manifests, 1 blobs (5 bytes)", out)
+        self.assertEqual(self.zot("scrub", self.config),
+                         (0, f"{self.root}: ok\n{self.ciRoot}: ok\n", ""))

@@ -511,24 +511,37 @@ def cleanUploadsBlocking(repoDir: str, cutoff: float) -> int:
     return removed
 
 
-def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+def describeEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> list:
     """
-    One line per tag or manifest a sweep removed, or would have in a dry
-    run (logged on the reactor thread, after the sweep).
+    One log event per tag or manifest a sweep removed, or would have in a
+    dry run.
+
+    @return: C{(format, fields)} pairs, for L{Logger.info} or
+        C{format.format(**fields)}.
     """
     source = "retention" if rules.retention else "GC"
     if result.dryRun:
         source += " (dry run)"
     verb = "would remove" if result.dryRun else "removed"
     policy = "" if rules.policyIndex is None else f"policy {rules.policyIndex}: "
+    events = []
     for kind, reference, why in result.events:
+        fields = dict(source=source, verb=verb, repo=name, policy=policy, why=why)
         if kind == "tag":
-            _log.info("{source}: {verb} tag {repo}:{tag} ({policy}{why})", source=source,
-                      verb=verb, repo=name, tag=reference, policy=policy, why=why)
+            events.append(("{source}: {verb} tag {repo}:{tag} ({policy}{why})",
+                           dict(fields, tag=reference)))
         else:
-            _log.info("{source}: {verb} manifest {repo}@{digest} ({policy}{why})",
-                      source=source, verb=verb, repo=name, digest=reference, policy=policy,
-                      why=why)
+            events.append(("{source}: {verb} manifest {repo}@{digest} ({policy}{why})",
+                           dict(fields, digest=reference)))
+    return events
+
+
+def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+    """
+    Log L{describeEvents} (on the reactor thread, after the sweep).
+    """
+    for format, fields in describeEvents(name, result, rules):
+        _log.info(format, **fields)
 
 
 class GarbageCollector:
