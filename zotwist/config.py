@@ -918,10 +918,9 @@ class StorageConfig:
     """
     C{storage}: where and how repositories are stored.
 
-    Only C{rootDirectory} and C{commit} (fsync before renaming into place)
-    are implemented.  The other keys are parsed and typed all the same, so
-    that implementing one is flipping its status, and each warns when given,
-    because zotwist does not act on it yet.
+    The keys zotwist does not act on yet (their status says which) are
+    parsed and typed all the same, so that implementing one is flipping its
+    status, and each warns when given.
 
     @ivar rootDirectory: the directory holding the repositories, made
         absolute.
