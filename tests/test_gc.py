@@ -622,3 +622,25 @@ class TimeWindowTests(SynchronousTestCase):
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
         service.stopService()
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_newWindowJudgesAWaitingSweep(self):
+        """
+        A reload that widens the window lets a waiting sweep start at once;
+        one that removes it too.
+        """
+        reactor = Clock()
+        collector = _CountingCollector()
+        service = GarbageCollectionService(collector, 3600, reactor, window="01:00-02:00",
+                                           clock=lambda: self.MIDNIGHT + 12 * 3600 +
+                                           reactor.seconds())
+        service.startService()
+        self.addCleanup(service.stopService)
+        reactor.advance(3600)  # 13:00: due, waits
+        self.assertEqual(collector.rounds, 0)
+        service.setWindow("14:00-15:00")  # still closed: waits for 14:00
+        reactor.advance(1800)
+        self.assertEqual(collector.rounds, 0)
+        service.setWindow("13:00-15:00")  # open now
+        self.assertEqual(collector.rounds, 1)
+        reactor.advance(3600)  # 14:30, next due, inside
+        self.assertEqual(collector.rounds, 2)

@@ -635,3 +635,32 @@ class OfflineCommandTests(StoreCase):
         self.assertIn(f"{self.ciRoot}: removed 0 manifests, 1 blobs (5 bytes)", out)
         self.assertEqual(self.zot("scrub", self.config),
                          (0, f"{self.root}: ok\n{self.ciRoot}: ok\n", ""))
+
+
+class ReloadTests(TestCase):
+    """
+    C{SIGHUP} changes C{storage.retention} and C{storage.gcTimeWindow} live.
+    """
+
+    async def test_reloadRetentionAndWindow(self):
+        """
+        A reload hands the new retention to the running collector and the
+        new window to its service; C{gcDelay} still needs a restart.
+        """
+        reg = await startRegistry(self, {"storage": {"gc": True, "gcInterval": "24h"}})
+        gc = reg.service.getServiceNamed("gc")
+        self.assertIsNone(gc.collector.retention)
+        with open(reg.configPath) as f:
+            document = json.load(f)
+        document["storage"].update({
+            "gcDelay": "2h", "gcTimeWindow": "01:00-02:00",
+            "retention": {"dryRun": True, "policies": [{"repositories": ["**"]}]},
+        })
+        with open(reg.configPath, "w") as f:
+            json.dump(document, f)
+        result = reg.service.getServiceNamed("reload").settings.reloadFile()
+        self.assertEqual(sorted(result.applied), ["storage.gcTimeWindow", "storage.retention"])
+        self.assertEqual(result.kept, ("storage.gcDelay",))
+        self.assertTrue(gc.collector.retention.dryRun)
+        self.assertEqual(gc.window, (60, 120))
+        self.assertEqual(gc.collector.delay, HOUR)

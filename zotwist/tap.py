@@ -127,6 +127,7 @@ def makeServiceFromConfig(
     storeService = StoreService(store)
     storeService.setServiceParent(top)
     lifecycle = _addLifecycleServices(top, config, roots, runner, reactor, isWorker)
+    _reloadLifecycle(settings, lifecycle)
     # Downloads by sendfile hold a thread each for their duration: their own
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
@@ -258,6 +259,24 @@ def _addLifecycleServices(top, config, roots, runner, reactor, isWorker: bool) -
             scrubService.setServiceParent(top)
             added.append(scrubService)
     return added
+
+
+def _reloadLifecycle(settings, services) -> None:
+    """
+    Let C{SIGHUP} change C{storage.retention} and C{storage.gcTimeWindow}
+    of the default root live, from the collector's next repository on
+    (when its collector runs; other storage keys need a restart).
+    """
+    gc = next((s for s in services
+               if isinstance(s, GarbageCollectionService) and s.name == "gc"), None)
+    if gc is None:
+        return
+
+    def apply(new, old):
+        gc.collector.retention = new.storage.retention
+        gc.setWindow(new.storage.gcTimeWindow)
+
+    settings.subscribe(("storage.retention", "storage.gcTimeWindow"), apply=apply)
 
 
 def _reloadAccessControl(settings, authorizer) -> None:

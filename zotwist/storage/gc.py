@@ -709,10 +709,7 @@ class GarbageCollectionService(Service):
     def startService(self) -> None:
         super().startService()
         self.collector.stopping = False
-        self._loop = LoopingCall(self._tick)
-        if self._reactor is not None:
-            self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=False)
+        self._startLoop()
 
     def _tick(self) -> None:
         if self._running is not None or self._waiting is not None:
@@ -737,14 +734,32 @@ class GarbageCollectionService(Service):
         self._running.addErrback(lambda f: _log.failure("GC round failed", f))
         self._running.addBoth(done)
 
+    def setWindow(self, window: str | None) -> None:
+        """
+        Change C{gcTimeWindow} (a config reload): a sweep waiting for the
+        old window is judged again against the new one.
+        """
+        self.window = parseTimeWindow(window) if window else None
+        self._windowText = window
+        if self._waiting is not None:
+            if self._waiting.active():
+                self._waiting.cancel()
+            self._windowOpened()
+
     def _windowOpened(self) -> None:
         self._waiting = None
         if self.running:
             self._tick()
-            self._loop = LoopingCall(self._tick)
-            if self._reactor is not None:
-                self._loop.clock = self._reactor
-            self._loop.start(self.interval, now=False)
+            if self._waiting is None:
+                self._startLoop()
+
+    def _startLoop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = LoopingCall(self._tick)
+        if self._reactor is not None:
+            self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=False)
 
     def stopService(self):
         super().stopService()
