@@ -65,6 +65,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from twisted.application.service import Service
@@ -240,14 +241,16 @@ class _Reachability:
             stack.extend(refs[1])
 
 
-def _dropTag(entries: IndexEntries, tag: str, tags: dict) -> None:
+def _dropTag(entries: IndexEntries, tag: str, tags: dict, naming: Counter) -> None:
     """
     Remove C{tag} (a key of C{tags}, C{{tag: digest}} of the tags still
-    there); its manifest leaves C{index.json} too when no other tag names it
-    (zot's retention removes the descriptor, not only the annotation).
+    there; C{naming} counts the tags naming each digest); its manifest
+    leaves C{index.json} too when no other tag names it (zot's retention
+    removes the descriptor, not only the annotation).
     """
     digest = tags.pop(tag)
-    if digest in tags.values():
+    naming[digest] -= 1
+    if naming[digest] > 0:
         entries.untag(tag)
     else:
         entries.removeDigest(digest)
@@ -384,10 +387,11 @@ def collectRepositoryBlocking(
             if tag is not None and digest is not None:
                 tags[tag] = digest
         decision = rules.decide(dict(tags), lambda digest: _mtime(blobPath(digest)))
+        naming = Counter(tags.values())
         for tag, why in decision.delete.items():
             result.events.append(("tag", tag, why))
             result.tags.append(tag)
-            _dropTag(work, tag, tags)
+            _dropTag(work, tag, tags, naming)
         dead, reach = _decideManifests(work, rules, referencesOf, blobPath)
         for digest, why in dead.items():
             work.removeDigest(digest)
