@@ -519,8 +519,6 @@ class FullExampleTests(ConfigErrorMixin, SynchronousTestCase):
                 f"{key}: not implemented by zotwist yet; ignored"
                 for key in [
                     "storage.maxRepos",
-                    "storage.retention",
-                    "storage.subPaths",
                     "http.compat",
                     "extensions.search",
                     "extensions.sync",
@@ -752,6 +750,20 @@ class WarningTests(SynchronousTestCase):
         self.assertEqual(config.warnings, ())
         self.assertEqual(config.storage.s3.bucket, "zot-storage")
         self.assertEqual(config.storage.redis.url, "redis://redis.internal:6379/0")
+
+    def test_retentionOnS3(self):
+        """
+        Retention is not applied on S3 yet: it loads with a warning.
+        """
+        storage = dict(S3_STORAGE, retention={"policies": [{"repositories": ["**"]}]})
+        config = parseConfig(withKeys(MINIMAL, storage=storage))
+        self.assertEqual(
+            config.warnings,
+            (
+                "storage.retention: not applied on the s3 storageDriver yet (its GC "
+                "applies zot's default rules only); ignored",
+            ),
+        )
 
     def test_cacheDriverOnLocalStorage(self):
         """
@@ -1024,6 +1036,26 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
         config = parseConfig(subPaths("/srv/zot", a="/srv/zot-a", b="/srv/zot-b"))
         self.assertEqual(sorted(config.storage.subPaths), ["/a", "/b"])
 
+    def test_subPathRoute(self):
+        """
+        A sub-path key is one leading path component (zot routes by the
+        first component of a repository name only); anything else is
+        refused, naming the key.
+        """
+        for route, key in [("ci", "ci"), ("/ci/tools", '["/ci/tools"]'), ("/", '["/"]'),
+                           ("//ci", '["//ci"]')]:
+            self.assertRefused(
+                {"storage": {"rootDirectory": "/srv/zot",
+                             "subPaths": {route: {"rootDirectory": "/srv/ci"}}}},
+                f"<config>: storage.subPaths{'.' if key == 'ci' else ''}{key}: a sub-path is"
+                ' one leading path component such as "/ci": zot routes a repository by the'
+                " first component of its name only",
+            )
+        config = parseConfig({"storage": {"rootDirectory": "/srv/zot", "subPaths": {
+            "/ci/": {"rootDirectory": "/srv/ci", "gc": True, "gcTimeWindow": "1:00-2:00"}}}})
+        self.assertEqual(config.storage.subPaths["/ci/"].gcTimeWindow, "01:00-02:00")
+        self.assertEqual(config.warnings, ())
+
     def test_storageDrivers(self):
         """
         A storage driver needs a supported name, and the parameters zotwist
@@ -1073,7 +1105,8 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
     def test_driversNotImplemented(self):
         """
         A gcs or azure store is refused rather than served from the local
-        disk; in a sub-path, which is ignored as a whole, it is not.
+        disk; a sub-path's storageDriver, not implemented at all yet, only
+        warns.
         """
         self.assertRefused(
             withKeys(
@@ -1095,7 +1128,8 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
             )
         )
         self.assertEqual(
-            config.warnings, ("storage.subPaths: not implemented by zotwist yet; ignored",)
+            config.warnings,
+            ('storage.subPaths["/a"].storageDriver: not implemented by zotwist yet; ignored',),
         )
 
     def test_s3NeedsRedis(self):
@@ -1124,6 +1158,19 @@ class ErrorTests(ConfigErrorMixin, SynchronousTestCase):
             withKeys(MINIMAL, storage=storage),
             "<config>: storage.remoteCache: must be true with an s3 storageDriver and a "
             "redis cacheDriver (zot ignores the cacheDriver without it)",
+        )
+
+    def test_s3WithSubPaths(self):
+        """
+        Sub-paths are local stores: with an s3 store they are refused, since
+        the instances sharing the bucket would each keep their own.
+        """
+        storage = dict(S3_STORAGE, subPaths={"/ci": {"rootDirectory": "/srv/ci"}})
+        self.assertRefused(
+            withKeys(MINIMAL, storage=storage),
+            "<config>: storage.subPaths: not supported with an s3 storageDriver yet: "
+            "sub-paths are local stores, which the instances sharing the bucket cannot "
+            "share",
         )
 
     def test_redisURL(self):
@@ -1374,10 +1421,45 @@ class SchemaTests(SynchronousTestCase):
                 "storage.gc",
                 "storage.gcDelay",
                 "storage.gcInterval",
+                "storage.gcTimeWindow",
                 "storage.redirectBlobURL",
                 "storage.remoteCache",
+                "storage.retention",
+                "storage.retention.delay",
+                "storage.retention.dryRun",
+                "storage.retention.policies",
+                "storage.retention.policies[].deleteReferrers",
+                "storage.retention.policies[].deleteUntagged",
+                "storage.retention.policies[].keepTags",
+                "storage.retention.policies[].keepTags[].mostRecentlyPulledCount",
+                "storage.retention.policies[].keepTags[].mostRecentlyPushedCount",
+                "storage.retention.policies[].keepTags[].patterns",
+                "storage.retention.policies[].keepTags[].pulledWithin",
+                "storage.retention.policies[].keepTags[].pushedWithin",
+                "storage.retention.policies[].repositories",
                 "storage.rootDirectory",
                 "storage.storageDriver",
+                "storage.subPaths",
+                "storage.subPaths.*.commit",
+                "storage.subPaths.*.dedupe",
+                "storage.subPaths.*.gc",
+                "storage.subPaths.*.gcDelay",
+                "storage.subPaths.*.gcInterval",
+                "storage.subPaths.*.gcTimeWindow",
+                "storage.subPaths.*.retention",
+                "storage.subPaths.*.retention.delay",
+                "storage.subPaths.*.retention.dryRun",
+                "storage.subPaths.*.retention.policies",
+                "storage.subPaths.*.retention.policies[].deleteReferrers",
+                "storage.subPaths.*.retention.policies[].deleteUntagged",
+                "storage.subPaths.*.retention.policies[].keepTags",
+                "storage.subPaths.*.retention.policies[].keepTags[].mostRecentlyPulledCount",
+                "storage.subPaths.*.retention.policies[].keepTags[].mostRecentlyPushedCount",
+                "storage.subPaths.*.retention.policies[].keepTags[].patterns",
+                "storage.subPaths.*.retention.policies[].keepTags[].pulledWithin",
+                "storage.subPaths.*.retention.policies[].keepTags[].pushedWithin",
+                "storage.subPaths.*.retention.policies[].repositories",
+                "storage.subPaths.*.rootDirectory",
             ],
         )
 
@@ -1439,8 +1521,8 @@ class SchemaTests(SynchronousTestCase):
         for key in [
             "storage.subPaths.*.storageDriver",
             "storage.subPaths.*.cacheDriver",
-            "storage.subPaths.*.rootDirectory",
-            "storage.retention.policies[].keepTags[].patterns",
+            "storage.subPaths.*.maxRepos",
+            "storage.retention.policies[].keepUntagged",
             "http.externalUrl",
             "extensions.lint.enable",
             "scheduler.numWorkers",

@@ -9,6 +9,8 @@ import os
 import time
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_local import (
     CONFIG_TYPE,
@@ -19,10 +21,14 @@ from tests.test_local import (
 )
 from zotwist import oci
 from zotwist.storage.gc import (
+    GarbageCollectionService,
     GarbageCollector,
     collectRepositoryBlocking,
+    inTimeWindow,
     manifestReferences,
+    parseTimeWindow,
     removeIfStale,
+    secondsUntilWindow,
 )
 from zotwist.threads import InlineRunner
 
@@ -520,3 +526,121 @@ class CollectorTests(GCCase):
 
 
 
+
+
+class _CountingCollector:
+    """
+    A collector that counts its rounds (they complete at once).
+    """
+
+    def __init__(self):
+        self.stopping = False
+        self.rounds = 0
+
+    async def collectAll(self):
+        self.rounds += 1
+
+
+class TimeWindowTests(SynchronousTestCase):
+    """
+    C{gcTimeWindow}: sweeps only start inside the window, read in UTC on an
+    injected clock.
+    """
+
+    #: 1970-01-02 00:00 UTC.
+    MIDNIGHT = 86400.0
+
+    def test_inTimeWindow(self):
+        """
+        Start included, end excluded; a window whose end comes first wraps
+        past midnight.
+        """
+        at = lambda hh, mm: self.MIDNIGHT + hh * 3600 + mm * 60  # noqa: E731
+        plain = parseTimeWindow("01:00-02:30")
+        self.assertEqual(plain, (60, 150))
+        self.assertTrue(inTimeWindow(plain, at(1, 0)))
+        self.assertTrue(inTimeWindow(plain, at(2, 29)))
+        self.assertFalse(inTimeWindow(plain, at(2, 30)))
+        self.assertFalse(inTimeWindow(plain, at(0, 59)))
+        wrapping = parseTimeWindow("22:00-06:30")
+        for hh, mm, inside in [(22, 0, True), (23, 59, True), (0, 0, True), (6, 29, True),
+                               (6, 30, False), (12, 0, False), (21, 59, False)]:
+            self.assertEqual(inTimeWindow(wrapping, at(hh, mm)), inside, (hh, mm))
+        self.assertEqual(secondsUntilWindow(wrapping, at(21, 0)), 3600)
+        self.assertEqual(secondsUntilWindow(wrapping, at(23, 0)), 0)
+        self.assertEqual(secondsUntilWindow(plain, at(3, 0)), 22 * 3600)
+
+    def test_sweepWaitsForTheWindow(self):
+        """
+        A sweep due outside the window starts when the window opens, not
+        before, and the next due inside it starts on time.
+        """
+        reactor = Clock()
+        start = self.MIDNIGHT + 3 * 3600  # 03:00 UTC
+        collector = _CountingCollector()
+        service = GarbageCollectionService(
+            collector, 3600, reactor, window="01:00-02:00",
+            clock=lambda: start + reactor.seconds(),
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        reactor.advance(3600)  # 04:00: due, outside
+        self.assertEqual(collector.rounds, 0)
+        reactor.advance(20 * 3600 + 59 * 60)  # 00:59 next day
+        self.assertEqual(collector.rounds, 0)
+        reactor.advance(60)  # 01:00: the window opens
+        self.assertEqual(collector.rounds, 1)
+        reactor.advance(1800)  # 01:30: the ticks that fell due did not double it
+        self.assertEqual(collector.rounds, 1)
+        reactor.advance(1800)  # 02:00, next due: the window closed (its end is excluded)
+        self.assertEqual(collector.rounds, 1)
+        reactor.advance(23 * 3600)  # 01:00 the day after
+        self.assertEqual(collector.rounds, 2)
+
+    def test_noWindowRunsEveryInterval(self):
+        """
+        Without a window every interval starts a sweep.
+        """
+        reactor = Clock()
+        collector = _CountingCollector()
+        service = GarbageCollectionService(collector, 60, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        reactor.pump([60] * 5)
+        self.assertEqual(collector.rounds, 5)
+
+    def test_stopCancelsTheWait(self):
+        """
+        Stopping the service while a sweep waits for its window cancels it.
+        """
+        reactor = Clock()
+        collector = _CountingCollector()
+        service = GarbageCollectionService(collector, 60, reactor, window="01:00-02:00",
+                                           clock=lambda: self.MIDNIGHT + 12 * 3600)
+        service.startService()
+        reactor.advance(60)
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        service.stopService()
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_newWindowJudgesAWaitingSweep(self):
+        """
+        A reload that widens the window lets a waiting sweep start at once;
+        one that removes it too.
+        """
+        reactor = Clock()
+        collector = _CountingCollector()
+        service = GarbageCollectionService(collector, 3600, reactor, window="01:00-02:00",
+                                           clock=lambda: self.MIDNIGHT + 12 * 3600 +
+                                           reactor.seconds())
+        service.startService()
+        self.addCleanup(service.stopService)
+        reactor.advance(3600)  # 13:00: due, waits
+        self.assertEqual(collector.rounds, 0)
+        service.setWindow("14:00-15:00")  # still closed: waits for 14:00
+        reactor.advance(1800)
+        self.assertEqual(collector.rounds, 0)
+        service.setWindow("13:00-15:00")  # open now
+        self.assertEqual(collector.rounds, 1)
+        reactor.advance(3600)  # 14:30, next due, inside
+        self.assertEqual(collector.rounds, 2)

@@ -132,49 +132,79 @@ def _offlineConfig(path: str, force: bool):
     return config
 
 
+def _storeRoots(config) -> list:
+    """
+    C{(root, settings)} of the default store and of each
+    C{storage.subPaths} entry (C{settings} has C{gcDelay} and C{retention}).
+    """
+    roots = [(config.storage.rootDirectory, config.storage)]
+    for _, settings in sorted(config.storage.subPaths.items()):
+        roots.append((settings.rootDirectory, settings))
+    return roots
+
+
 def _gc(path: str, delay: "str | None", force: bool) -> int:
     """
-    One garbage collection of every repository, now.
+    One garbage collection of every repository of every store root, now,
+    with each root's C{gcDelay} and C{retention} (what the running
+    registry's collector does in one round).
     """
     from zotwist.config import parseDuration
-    from zotwist.storage.gc import collectRepositoryBlocking
+    from zotwist.storage.gc import collectRepositoryBlocking, describeEvents
+    from zotwist.storage.retention import needsTimes, rulesFor
     from zotwist.storage.scrub import listRepositories
+    from zotwist.storage.tagtimes import TagTimes
 
     if os.path.isdir(path):
-        root, seconds = os.path.abspath(path), 3600.0
+        roots = [(os.path.abspath(path), 3600.0, None)]
     else:
         config = _offlineConfig(path, force)
         if isinstance(config, int):
             return config
-        root, seconds = config.storage.rootDirectory, config.storage.gcDelay
+        roots = [(root, settings.gcDelay, settings.retention)
+                 for root, settings in _storeRoots(config)]
     if delay is not None:
         try:
             seconds = parseDuration(delay)
         except ValueError as e:
             print(f"zot: --delay: {e}", file=sys.stderr)
             return 2
+        roots = [(root, seconds, retention) for root, _, retention in roots]
     import time
 
-    cutoff = time.time() - seconds
-    manifests = blobs = freed = uploads = 0
-    for name in listRepositories(root):
-        result = collectRepositoryBlocking(os.path.join(root, *name.split("/")), cutoff)
-        manifests += len(result.manifests)
-        blobs += len(result.blobs)
-        freed += result.bytes
-        uploads += result.uploads
-        if result.skipped:
-            print(f"{name}: blobs left alone: {result.skipped}", file=sys.stderr)
-    print(
-        f"{root}: removed {manifests} manifests, {blobs} blobs ({freed} bytes), "
-        f"{uploads} stale uploads"
-    )
+    for root, seconds, retention in roots:
+        now = time.time()
+        journal = TagTimes(root, runner=None)
+        manifests = blobs = freed = uploads = tags = 0
+        for name in listRepositories(root):
+            times = None
+            if retention is not None and needsTimes(retention, name):
+                times = journal._load(name)
+            rules = rulesFor(retention, name, now, seconds, times)
+            result = collectRepositoryBlocking(
+                os.path.join(root, *name.split("/")), now - seconds, rules=rules
+            )
+            for format, fields in describeEvents(name, result, rules):
+                print(format.format(**fields))
+            manifests += len(result.manifests)
+            tags += len(result.tags)
+            blobs += len(result.blobs)
+            freed += result.bytes
+            uploads += result.uploads
+            if result.skipped:
+                print(f"{name}: blobs left alone: {result.skipped}", file=sys.stderr)
+        removedTags = f"{tags} tags, " if tags else ""
+        print(
+            f"{root}: removed {removedTags}{manifests} manifests, {blobs} blobs "
+            f"({freed} bytes), {uploads} stale uploads"
+        )
     return 0
 
 
 def _scrub(path: str, force: bool) -> int:
     """
-    Check every blob and manifest; corrupt blobs are moved aside.
+    Check every blob and manifest of every store root; corrupt blobs are
+    moved aside.
 
     @return: 0 when the storage is sound, 1 when damage was found.
     """
@@ -183,13 +213,17 @@ def _scrub(path: str, force: bool) -> int:
     config = _offlineConfig(path, force)
     if isinstance(config, int):
         return config
-    problems = scrubRootBlocking(config.storage.rootDirectory)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"zot: scrub found {len(problems)} problems", file=sys.stderr)
+    found = 0
+    for root, _ in _storeRoots(config):
+        problems = scrubRootBlocking(root)
+        for problem in problems:
+            print(problem)
+        if not problems:
+            print(f"{root}: ok")
+        found += len(problems)
+    if found:
+        print(f"zot: scrub found {found} problems", file=sys.stderr)
         return 1
-    print(f"{config.storage.rootDirectory}: ok")
     return 0
 
 

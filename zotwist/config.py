@@ -987,7 +987,7 @@ class RetentionPolicy:
         default=(), metadata=_zot(_ListOf(_Section(KeepTagsPolicy)))
     )
     keepUntagged: KeepUntaggedPolicy | None = field(
-        default=None, metadata=_zot(_Section(KeepUntaggedPolicy))
+        default=None, metadata=_zot(_Section(KeepUntaggedPolicy), status=NOT_IMPLEMENTED)
     )
 
 
@@ -995,11 +995,15 @@ class RetentionPolicy:
 class RetentionConfig:
     """
     C{storage.retention}: what garbage collection may delete beyond
-    unreferenced blobs.
+    unreferenced blobs (applied by L{zotwist.storage.retention}).
+
+    @ivar delay: untagged manifests and referrers whose subject is gone are
+        removed once this old; L{None} (not given) means the store's
+        C{gcDelay}, as in zot.
     """
 
     dryRun: bool = field(default=False, metadata=_zot(_BOOL))
-    delay: float = field(default=86400.0, metadata=_zot(_POSITIVE_DURATION))
+    delay: float | None = field(default=None, metadata=_zot(_POSITIVE_DURATION))
     policies: tuple[RetentionPolicy, ...] = field(
         default=(), metadata=_zot(_ListOf(_Section(RetentionPolicy)))
     )
@@ -1039,10 +1043,12 @@ class SubPathConfig:
     One entry of C{storage.subPaths}: repositories under a prefix kept in a
     store of their own.
 
-    Every key here inherits the status of C{storage.subPaths}; whoever
-    implements sub-paths gives the keys that still do nothing a status of
-    their own.  The defaults are zot's for a sub-path, which differ from the
-    main store's: C{dedupe} and C{gc} are off unless given.
+    Served by L{zotwist.storage.routed.RoutedStore}: each entry is a
+    local store of its own (C{rootDirectory}, C{dedupe}, C{commit}) with its
+    own garbage collection and retention (C{gc}, C{gcDelay}, C{gcInterval},
+    C{gcTimeWindow}, C{retention}); the keys still without effect have a
+    status of their own.  The defaults are zot's for a sub-path, which
+    differ from the main store's: C{dedupe} and C{gc} are off unless given.
 
     @ivar rootDirectory: made absolute; it must not equal or nest in another
         store's root (checked by L{StorageConfig}).
@@ -1050,19 +1056,25 @@ class SubPathConfig:
 
     rootDirectory: str = field(default=None, metadata=_zot(_Directory(), required=True))
     dedupe: bool = field(default=False, metadata=_zot(_BOOL))
-    remoteCache: bool = field(default=False, metadata=_zot(_BOOL))
+    remoteCache: bool = field(default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED))
     gc: bool = field(default=False, metadata=_zot(_BOOL))
     gcDelay: float = field(default=3600.0, metadata=_zot(_DURATION))
     gcInterval: float = field(default=3600.0, metadata=_zot(_DURATION))
     gcTimeWindow: str | None = field(default=None, metadata=_zot(_GCTimeWindow()))
     commit: bool = field(default=False, metadata=_zot(_BOOL))
-    maxRepos: int = field(default=0, metadata=_zot(_COUNT))
-    redirectBlobURL: bool = field(default=False, metadata=_zot(_BOOL))
+    maxRepos: int = field(default=0, metadata=_zot(_COUNT, status=NOT_IMPLEMENTED))
+    redirectBlobURL: bool = field(
+        default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
+    )
     retention: RetentionConfig | None = field(
         default=None, metadata=_zot(_Section(RetentionConfig))
     )
-    storageDriver: dict | None = field(default=None, metadata=_zot(_STORAGE_DRIVER))
-    cacheDriver: dict | None = field(default=None, metadata=_zot(_CACHE_DRIVER))
+    storageDriver: dict | None = field(
+        default=None, metadata=_zot(_STORAGE_DRIVER, status=NOT_IMPLEMENTED)
+    )
+    cacheDriver: dict | None = field(
+        default=None, metadata=_zot(_CACHE_DRIVER, status=NOT_IMPLEMENTED)
+    )
 
     def _validate(self, path: str) -> None:
         """
@@ -1076,13 +1088,12 @@ class StorageConfig:
     """
     C{storage}: where and how repositories are stored.
 
-    Implemented: C{rootDirectory}, C{commit} (fsync before renaming into
-    place), C{dedupe}, the GC keys, and the scale-out keys: a C{storageDriver}
-    named C{"local"} or C{"s3"} (L{S3DriverConfig}), a redis C{cacheDriver}
-    (L{RedisCacheConfig}) with C{remoteCache}, and C{redirectBlobURL}.  The
-    other keys are parsed and typed all the same, so that implementing one
-    is flipping its status, and each warns when given, because zotwist does
-    not act on it yet.
+    The keys zotwist does not act on yet (their status says which) are
+    parsed and typed all the same, so that implementing one is flipping its
+    status, and each warns when given.  The scale-out keys: a
+    C{storageDriver} named C{"local"} or C{"s3"} (L{S3DriverConfig}), a redis
+    C{cacheDriver} (L{RedisCacheConfig}) with C{remoteCache}, and
+    C{redirectBlobURL}.
 
     @ivar rootDirectory: the directory holding the repositories, made
         absolute.
@@ -1112,7 +1123,7 @@ class StorageConfig:
         default=3600.0, metadata=_zot(_DURATION, status=IMPLEMENTED)
     )
     gcTimeWindow: str | None = field(
-        default=None, metadata=_zot(_GCTimeWindow(), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_GCTimeWindow(), status=IMPLEMENTED)
     )
     commit: bool = field(default=False, metadata=_zot(_BOOL, status=IMPLEMENTED))
     maxRepos: int = field(default=0, metadata=_zot(_COUNT, status=NOT_IMPLEMENTED))
@@ -1123,7 +1134,7 @@ class StorageConfig:
         default=False, metadata=_zot(_BOOL, status=NOT_IMPLEMENTED)
     )
     retention: RetentionConfig | None = field(
-        default=None, metadata=_zot(_Section(RetentionConfig), status=NOT_IMPLEMENTED)
+        default=None, metadata=_zot(_Section(RetentionConfig), status=IMPLEMENTED)
     )
     storageDriver: dict | None = field(
         default=None, metadata=_zot(_STORAGE_DRIVER, status=IMPLEMENTED)
@@ -1133,7 +1144,7 @@ class StorageConfig:
     )
     subPaths: dict[str, SubPathConfig] = field(
         default_factory=dict,
-        metadata=_zot(_MapOf(_Section(SubPathConfig)), status=NOT_IMPLEMENTED),
+        metadata=_zot(_MapOf(_Section(SubPathConfig)), status=IMPLEMENTED),
     )
 
     def _validate(self, path: str) -> None:
@@ -1147,6 +1158,12 @@ class StorageConfig:
         roots = [(_child(path, "rootDirectory"), self.rootDirectory)]
         for route, subPath in self.subPaths.items():
             subPathPath = _child(_child(path, "subPaths"), route)
+            if not re.fullmatch(r"/[^/]+/?", route):
+                raise _Invalid(
+                    subPathPath,
+                    "a sub-path is one leading path component such as \"/ci\": zot "
+                    "routes a repository by the first component of its name only",
+                )
             roots.append((_child(subPathPath, "rootDirectory"), subPath.rootDirectory))
         for (firstPath, first), (secondPath, second) in combinations(roots, 2):
             if first == second:
@@ -1219,17 +1236,28 @@ class StorageConfig:
                 "must be true with an s3 storageDriver and a redis cacheDriver "
                 "(zot ignores the cacheDriver without it)",
             )
+        if self.subPaths:
+            raise _Invalid(
+                _child(path, "subPaths"),
+                "not supported with an s3 storageDriver yet: sub-paths are local "
+                "stores, which the instances sharing the bucket cannot share",
+            )
 
     def _warnings(self, path: str) -> "list[str]":
         """
         A cache driver without C{remoteCache} on local storage is ignored, as
         zot ignores it: the local store needs no cache (identical blobs are
-        hard links).
+        hard links).  Retention is not applied on S3 yet.
         """
         if self.cacheDriver is not None and self.driverName == "local":
             return [
                 f"{_child(path, 'cacheDriver')}: ignored without remoteCache, as zot does; "
                 "the local store needs no cache"
+            ]
+        if self.retention is not None and self.driverName == "s3":
+            return [
+                f"{_child(path, 'retention')}: not applied on the s3 storageDriver yet "
+                "(its GC applies zot's default rules only); ignored"
             ]
         return []
 

@@ -13,9 +13,10 @@ the other, so the HTTP port drains before the thread pool stops):
   - C{logs}: L{zotwist.logs.LogService} (C{log.level}, C{log.output});
   - C{threads-disk}: the disk thread pool;
   - C{store}: L{zotwist.service.StoreService} (scans the storage root, or
-    on S3 makes sure Redis holds the state; see L{buildStore});
-  - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService};
-    C{threads-scrub} and C{scrub} (C{extensions.scrub}):
+    on S3 makes sure Redis holds the state; see L{buildStores});
+  - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService},
+    and C{gc /prefix} per C{storage.subPaths} entry with C{gc};
+    C{threads-scrub} and C{scrub} (and C{scrub /prefix}) (C{extensions.scrub}):
     L{zotwist.storage.scrub.ScrubService}; on S3 instead the leader lease
     and the GC under L{zotwist.coordination.lease.LeaderOnly}, no scrub
     (L{_addClusterLifecycleServices});
@@ -54,6 +55,7 @@ from zotwist.ops.wiring import OperationsService, installOperations
 from zotwist.service import HTTPService, StoreService
 from zotwist.storage.gc import GarbageCollectionService, GarbageCollector
 from zotwist.storage.local import LocalStore
+from zotwist.storage.routed import RoutedStore
 from zotwist.storage.scrub import ScrubService
 from zotwist.threads import ThreadPoolRunner
 from zotwist.web.audit import buildAuditLog
@@ -127,10 +129,11 @@ def makeServiceFromConfig(
     runner.setServiceParent(top)
     uploads = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="upload", niceness=5)
     uploads.setServiceParent(top)
-    store = buildStore(config, runner, uploads, reactor)
+    store, roots = buildStores(config, runner, uploads, reactor)
     storeService = StoreService(store)
     storeService.setServiceParent(top)
-    lifecycle = _addLifecycleServices(top, config, store, runner, reactor, isWorker)
+    lifecycle = _addLifecycleServices(top, config, store, roots, runner, reactor, isWorker)
+    _reloadLifecycle(settings, lifecycle)
     # Downloads by sendfile hold a thread each for their duration: their own
     # pool, so they never starve the disk work of uploads and manifests.
     sender = ThreadPoolRunner(reactor, minThreads=0, maxThreads=32, name="send")
@@ -191,57 +194,98 @@ def makeServiceFromConfig(
     return top
 
 
-def buildStore(config, runner, uploads, reactor):
+def buildStores(config, runner, uploads, reactor):
     """
-    The store C{storage.storageDriver} names: the local disk (no driver, or
-    C{"local"}) under C{storage.rootDirectory}, or S3 with Redis
+    The store C{storage.storageDriver} names: S3 with Redis
     (L{zotwist.storage.s3.store.S3Store}, imported only then, so that a
-    local registry never needs boto3 or redis-py).
+    local registry never needs boto3 or redis-py), or the local stores of
+    L{buildLocalStores}.
+
+    @return: C{(store, roots)} as L{buildLocalStores} returns them;
+        C{roots} is empty on S3.
     """
-    storage = config.storage
-    if storage.s3 is not None:
+    if config.storage.s3 is not None:
         from zotwist.storage.s3.store import S3Store
 
-        return S3Store.fromConfig(storage, runner, reactor)
-    return LocalStore(
-        storage.rootDirectory,
-        runner,
-        commit=storage.commit,
-        reactor=reactor,
-        uploadRunner=uploads,
-        dedupe=storage.dedupe,
-    )
+        return S3Store.fromConfig(config.storage, runner, reactor), []
+    return buildLocalStores(config, runner, uploads, reactor)
 
 
-def _addLifecycleServices(top, config, store, runner, reactor, isWorker: bool) -> list:
+def buildLocalStores(config, runner, uploads, reactor):
     """
-    Garbage collection (C{storage.gc}) and scrub (C{extensions.scrub}), run
-    by the first process only: workers share its root.  Every process
-    refreshes the age of the blobs its clients use, for the collector.
+    The store of C{storage.rootDirectory} and one per C{storage.subPaths}
+    entry, each with its own root, C{dedupe} and C{commit}.
 
+    @return: C{(store, roots)}: the store the site serves (a
+        L{zotwist.storage.routed.RoutedStore} when there are sub-paths), and
+        C{(name, LocalStore, settings)} per root for the lifecycle services,
+        C{settings} being the C{storage} section or the sub-path's entry
+        (both carry C{gc}, C{gcDelay}, C{gcInterval}, C{gcTimeWindow},
+        C{retention}).
+    """
+
+    def local(settings):
+        return LocalStore(
+            settings.rootDirectory,
+            runner,
+            commit=settings.commit,
+            reactor=reactor,
+            uploadRunner=uploads,
+            dedupe=settings.dedupe,
+        )
+
+    default = local(config.storage)
+    roots = [("", default, config.storage)]
+    routes = {}
+    for prefix, settings in sorted(config.storage.subPaths.items()):
+        routes[prefix] = local(settings)
+        roots.append((prefix, routes[prefix], settings))
+    if not routes:
+        return default, roots
+    return RoutedStore(default, routes), roots
+
+
+def _addLifecycleServices(top, config, store, roots, runner, reactor, isWorker: bool) -> list:
+    """
+    Garbage collection with retention (C{gc}, C{gcDelay}, C{gcInterval},
+    C{gcTimeWindow}, C{retention}) per store root, and scrub
+    (C{extensions.scrub}) of every root, run by the first process only:
+    workers share its roots.  Every process refreshes the age of the blobs
+    its clients use, for the collector.
+
+    @param store: the store the site serves.
+    @param roots: C{(name, LocalStore, settings)} from L{buildLocalStores}.
     @return: the services added.
     """
     if config.storage.s3 is not None:
         return _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker)
     added = []
-    storage = config.storage
-    if storage.gc:
-        store.touchAfter = storage.gcDelay / 2
+    for _, store, settings in roots:
+        if settings.gc:
+            store.touchAfter = settings.gcDelay / 2
     if isWorker:
         return added
-    if storage.gc:
-        collector = GarbageCollector(store, runner, storage.gcDelay)
-        gc = GarbageCollectionService(collector, storage.gcInterval, reactor)
-        gc.setServiceParent(top)
-        added.append(gc)
+    for name, store, settings in roots:
+        if settings.gc:
+            collector = GarbageCollector(store, runner, settings.gcDelay,
+                                         retention=settings.retention)
+            gc = GarbageCollectionService(collector, settings.gcInterval, reactor,
+                                          window=settings.gcTimeWindow)
+            if name:
+                gc.setName(f"gc {name}")
+            gc.setServiceParent(top)
+            added.append(gc)
     extensions = config.extensions
     scrub = extensions.scrub if extensions is not None else None
     if scrub is not None and scrub.enable:
         scrubRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=1, name="scrub")
         scrubRunner.setServiceParent(top)
-        scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
-        scrubService.setServiceParent(top)
-        added.append(scrubService)
+        for name, store, _ in roots:
+            scrubService = ScrubService(store, scrubRunner, scrub.interval, reactor=reactor)
+            if name:
+                scrubService.setName(f"scrub {name}")
+            scrubService.setServiceParent(top)
+            added.append(scrubService)
     return added
 
 
@@ -280,10 +324,34 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
     lease.setServiceParent(top)
     # The collector checks the lease itself too, between repositories.
     collector = S3GarbageCollector(store, storage.gcDelay, lease=lease)
-    gc = LeaderOnly(lease, GarbageCollectionService(collector, storage.gcInterval, reactor))
+    gc = LeaderOnly(
+        lease,
+        GarbageCollectionService(
+            collector, storage.gcInterval, reactor, window=storage.gcTimeWindow
+        ),
+    )
     gc.setServiceParent(top)
     added.append(gc)
     return added
+
+
+def _reloadLifecycle(settings, services) -> None:
+    """
+    Let C{SIGHUP} change C{storage.retention} and C{storage.gcTimeWindow}
+    of the default root live, from the collector's next repository on
+    (when its collector runs; other storage keys need a restart).
+    """
+    unwrapped = [getattr(s, "child", s) for s in services]  # GC under LeaderOnly
+    gc = next((s for s in unwrapped
+               if isinstance(s, GarbageCollectionService) and s.name == "gc"), None)
+    if gc is None:
+        return
+
+    def apply(new, old):
+        gc.collector.retention = new.storage.retention
+        gc.setWindow(new.storage.gcTimeWindow)
+
+    settings.subscribe(("storage.retention", "storage.gcTimeWindow"), apply=apply)
 
 
 def _reloadAccessControl(settings, authorizer) -> None:

@@ -15,6 +15,13 @@ What goes, per repository (zot's C{storage.gc}, C{gcDelay}, C{gcInterval}):
  - upload session directories under C{.uploads/} untouched (directory,
    C{data}, C{meta.json}) for longer than C{gcDelay}.
 
+With C{storage.retention}, each repository's sweep first applies its
+policy (L{zotwist.storage.retention}) under the same lock: tags its
+C{keepTags} do not keep go, and C{deleteUntagged}, C{deleteReferrers} and
+C{retention.delay} replace the defaults above for untagged manifests and
+referrers; a dry run changes nothing and logs what would go.  One log line
+per tag or manifest removed.
+
 "Live" is everything reachable from a root: a tagged entry of C{index.json},
 or an untagged entry younger than C{gcDelay}; through index children; and
 referrers of live manifests, to a fixed point.  A live manifest whose bytes
@@ -58,6 +65,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from twisted.application.service import Service
@@ -69,6 +77,13 @@ from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.index import IndexEntries, _tagOf
 from zotwist.storage.locks import fileLock
+from zotwist.storage.retention import (
+    REFERRERS_ALL,
+    REFERRERS_KEEP,
+    RepositoryRules,
+    needsTimes,
+    rulesFor,
+)
 
 _log = Logger()
 
@@ -84,9 +99,16 @@ class CollectionResult:
     @ivar uploads: upload session directories removed.
     @ivar temporary: leftover temporary files removed.
     @ivar skipped: why blobs were left alone, or L{None}.
+    @ivar tags: the tags retention removed.
+    @ivar events: C{(kind, reference, reason)} per tag (C{"tag"}) or
+        manifest (C{"manifest"}) removed, or that a dry run would remove.
+    @ivar dryRun: the events are what a dry run would have removed.
     """
 
     manifests: list = field(default_factory=list)
+    tags: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    dryRun: bool = False
     blobs: list = field(default_factory=list)
     bytes: int = 0
     uploads: int = 0
@@ -95,13 +117,14 @@ class CollectionResult:
 
     def add(self, other: "CollectionResult") -> None:
         self.manifests += other.manifests
+        self.tags += other.tags
         self.blobs += other.blobs
         self.bytes += other.bytes
         self.uploads += other.uploads
         self.temporary += other.temporary
 
     def removedAnything(self) -> bool:
-        return bool(self.manifests or self.blobs or self.uploads or self.temporary)
+        return bool(self.manifests or self.tags or self.blobs or self.uploads or self.temporary)
 
 
 def _mtime(path: str) -> float | None:
@@ -190,16 +213,137 @@ def _isTemporary(filename: str) -> bool:
     return filename.endswith(".tmp")
 
 
+class _Reachability:
+    """
+    What is reachable from a set of manifests: the manifests (through index
+    children) and every blob they reference.
+    """
+
+    def __init__(self, referencesOf):
+        self.referencesOf = referencesOf
+        self.live: set[str] = set()
+        self.blobs: set[str] = set()
+        self.unknown: list[str] = []
+
+    def mark(self, digest: str) -> None:
+        stack = [digest]
+        while stack:
+            current = stack.pop()
+            if current in self.live:
+                continue
+            self.live.add(current)
+            self.blobs.add(current)
+            refs = self.referencesOf(current)
+            if refs is None:
+                self.unknown.append(current)
+                continue
+            self.blobs.update(refs[0])
+            stack.extend(refs[1])
+
+
+def _dropTag(entries: IndexEntries, tag: str, tags: dict, naming: Counter) -> None:
+    """
+    Remove C{tag} (a key of C{tags}, C{{tag: digest}} of the tags still
+    there; C{naming} counts the tags naming each digest); its manifest
+    leaves C{index.json} too when no other tag names it (zot's retention
+    removes the descriptor, not only the annotation).
+    """
+    digest = tags.pop(tag)
+    naming[digest] -= 1
+    if naming[digest] > 0:
+        entries.untag(tag)
+    else:
+        entries.removeDigest(digest)
+
+
+def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, blobPath):
+    """
+    Which manifests of C{entries} go under C{rules}, and what is reachable
+    from the rest.
+
+    @return: C{(dead, reach)}: C{{digest: reason}} and a L{_Reachability}.
+    """
+    tagged = set()
+    untagged = set()
+    for entry in entries.manifests():
+        digest = _validDigest(entry.get("digest"))
+        if digest is None:
+            continue
+        (tagged if _tagOf(entry) is not None else untagged).add(digest)
+    untagged -= tagged
+
+    def old(digest: str) -> bool:
+        # Young, or bytes missing (damage for the scrub to report, not
+        # garbage): kept.
+        mtime = _mtime(blobPath(digest))
+        return mtime is not None and mtime < rules.cutoff
+
+    def subjectOf(digest: str):
+        refs = referencesOf(digest)
+        return None if refs is None else refs[2]
+
+    roots = set()
+    candidates: dict[str, str | None] = {}  # digest -> its subject, or None
+    for digest in tagged:
+        if rules.referrers == REFERRERS_ALL and subjectOf(digest) is not None and old(digest):
+            candidates[digest] = subjectOf(digest)
+        else:
+            roots.add(digest)
+    for digest in untagged:
+        if not old(digest):
+            roots.add(digest)
+            continue
+        subject = subjectOf(digest)
+        if subject is not None:
+            if rules.referrers == REFERRERS_KEEP:
+                roots.add(digest)
+            else:
+                candidates[digest] = subject
+        elif rules.deleteUntagged:
+            candidates[digest] = None
+        else:
+            roots.add(digest)
+
+    reach = _Reachability(referencesOf)
+    for digest in roots:
+        reach.mark(digest)
+    # Referrers of live manifests live too, to a fixed point.
+    pending = {d: s for d, s in candidates.items() if s is not None}
+    changed = True
+    while changed:
+        changed = False
+        for digest, subject in list(pending.items()):
+            if digest in reach.live:
+                del pending[digest]
+            elif subject in reach.live:
+                reach.mark(digest)
+                del pending[digest]
+                changed = True
+    dead = {}
+    for digest in sorted(candidates):
+        if digest in reach.live:
+            continue
+        subject = candidates[digest]
+        dead[digest] = "untagged" if subject is None else f"referrer of {subject}, which is gone"
+    return dead, reach
+
+
 def collectRepositoryBlocking(
-    repoDir: str, cutoff: float, commit: bool = False, log=_log
+    repoDir: str, cutoff: float, commit: bool = False, log=_log,
+    rules: RepositoryRules | None = None,
 ) -> CollectionResult:
     """
-    Collect one repository's garbage older than C{cutoff} (a C{time.time()}
-    value).  Blocking: run it in the disk pool.
+    Collect one repository's garbage: blobs and uploads older than
+    C{cutoff} (a C{time.time()} value, now minus C{gcDelay}), and the tags
+    and manifests C{rules} remove (by default: untagged manifests and
+    untagged referrers whose subject is gone, older than C{cutoff}).
+    Blocking: run it in the disk pool.
     """
     # Imported here: local.py imports this module's neighbours, not this one.
     from zotwist.storage.local import _writeAtomically
 
+    if rules is None:
+        rules = RepositoryRules(cutoff=cutoff)
     result = CollectionResult()
     result.uploads = cleanUploadsBlocking(repoDir, cutoff)
     indexPath = os.path.join(repoDir, "index.json")
@@ -217,6 +361,8 @@ def collectRepositoryBlocking(
             log.error("GC: {repo}: {why}; left alone", repo=repoDir, why=result.skipped)
             return result
         entries = IndexEntries.fromManifests(manifests)
+        # A dry run decides on a copy and leaves the index as it is.
+        work = IndexEntries.fromManifests(manifests) if rules.dryRun else entries
 
         def blobPath(digest: str) -> str:
             algorithm, encoded = oci.parseDigest(digest)
@@ -234,74 +380,43 @@ def collectRepositoryBlocking(
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]
 
-        tagged = set()
-        untagged = set()
-        for entry in entries.manifests():
+        tags = {}
+        for entry in work.manifests():
+            tag = _tagOf(entry)
             digest = _validDigest(entry.get("digest"))
-            if digest is None:
-                continue
-            (tagged if _tagOf(entry) is not None else untagged).add(digest)
-        untagged -= tagged
-        roots = set(tagged)
-        old = set()
-        for digest in untagged:
-            mtime = _mtime(blobPath(digest))
-            if mtime is not None and mtime < cutoff:
-                old.add(digest)
-            else:
-                # Young, or bytes missing (damage for the scrub to report,
-                # not garbage): kept.
-                roots.add(digest)
-
-        live: set[str] = set()
-        blobs: set[str] = set()
-        unknown: list[str] = []
-
-        def mark(digest: str) -> None:
-            stack = [digest]
-            while stack:
-                current = stack.pop()
-                if current in live:
-                    continue
-                live.add(current)
-                blobs.add(current)
-                refs = referencesOf(current)
-                if refs is None:
-                    unknown.append(current)
-                    continue
-                blobs.update(refs[0])
-                stack.extend(refs[1])
-
-        for digest in roots:
-            mark(digest)
-        # Referrers of live manifests live too, to a fixed point.
-        pending = set(old)
-        changed = True
-        while changed:
-            changed = False
-            for digest in list(pending):
-                if digest in live:
-                    pending.discard(digest)
-                    continue
-                refs = referencesOf(digest)
-                if refs is not None and refs[2] is not None and refs[2] in live:
-                    mark(digest)
-                    pending.discard(digest)
-                    changed = True
-        dead = sorted(d for d in old if d not in live)
-        if dead:
-            for digest in dead:
-                entries.removeDigest(digest)
-            _writeAtomically(indexPath, entries.serialize(), commit)
-            result.manifests = dead
-        if unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(unknown)[:5])
+            if tag is not None and digest is not None:
+                tags[tag] = digest
+        decision = rules.decide(dict(tags), lambda digest: _mtime(blobPath(digest)))
+        naming = Counter(tags.values())
+        for tag, why in decision.delete.items():
+            result.events.append(("tag", tag, why))
+            result.tags.append(tag)
+            _dropTag(work, tag, tags, naming)
+        dead, reach = _decideManifests(work, rules, referencesOf, blobPath)
+        for digest, why in dead.items():
+            work.removeDigest(digest)
+            result.events.append(("manifest", digest, why))
+        if rules.dryRun:
+            result.dryRun = True
+            result.tags = []
+            # Blobs stay for everything the stored index lists.
+            reach = _Reachability(referencesOf)
+            for entry in entries.manifests():
+                digest = _validDigest(entry.get("digest"))
+                if digest is not None:
+                    reach.mark(digest)
+        else:
+            if dead or decision.delete:
+                _writeAtomically(indexPath, work.serialize(), commit)
+            result.manifests = sorted(dead)
+        if reach.unknown:
+            result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
             log.warn(
                 "GC: {repo}: {why}; its blobs are left alone",
                 repo=repoDir, why=result.skipped,
             )
         else:
-            _sweepBlobs(repoDir, blobs, cutoff, result)
+            _sweepBlobs(repoDir, reach.blobs, cutoff, result)
         _sweepTemporary(repoDir, cutoff, result)
     return result
 
@@ -400,6 +515,39 @@ def cleanUploadsBlocking(repoDir: str, cutoff: float) -> int:
     return removed
 
 
+def describeEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> list:
+    """
+    One log event per tag or manifest a sweep removed, or would have in a
+    dry run.
+
+    @return: C{(format, fields)} pairs, for L{Logger.info} or
+        C{format.format(**fields)}.
+    """
+    source = "retention" if rules.retention else "GC"
+    if result.dryRun:
+        source += " (dry run)"
+    verb = "would remove" if result.dryRun else "removed"
+    policy = "" if rules.policyIndex is None else f"policy {rules.policyIndex}: "
+    events = []
+    for kind, reference, why in result.events:
+        fields = dict(source=source, verb=verb, repo=name, policy=policy, why=why)
+        if kind == "tag":
+            events.append(("{source}: {verb} tag {repo}:{tag} ({policy}{why})",
+                           dict(fields, tag=reference)))
+        else:
+            events.append(("{source}: {verb} manifest {repo}@{digest} ({policy}{why})",
+                           dict(fields, digest=reference)))
+    return events
+
+
+def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+    """
+    Log L{describeEvents} (on the reactor thread, after the sweep).
+    """
+    for format, fields in describeEvents(name, result, rules):
+        _log.info(format, **fields)
+
+
 class GarbageCollector:
     """
     Collects the repositories of a L{zotwist.storage.local.LocalStore}, one
@@ -407,13 +555,17 @@ class GarbageCollector:
 
     @param delay: C{gcDelay}, in seconds.
     @param clock: returns the current time as C{time.time} does.
+    @param retention: C{storage.retention} (a
+        L{zotwist.config.RetentionConfig}), or L{None}: applied to each
+        repository under the same lock as the collection.
     """
 
-    def __init__(self, store, runner, delay: float, clock=time.time):
+    def __init__(self, store, runner, delay: float, clock=time.time, retention=None):
         self.store = store
         self.runner = runner
         self.delay = delay
         self.clock = clock
+        self.retention = retention
         #: Set to stop a round after the repository in progress.
         self.stopping = False
         #: Everything removed since this collector was made.
@@ -423,12 +575,34 @@ class GarbageCollector:
         #: Called with each round's L{CollectionResult} (the metrics hook).
         self.onRound = None
 
+    async def rulesFor(self, name: str, now: float) -> RepositoryRules:
+        """
+        The retention rules of one repository's sweep, with its recorded
+        push and pull times when its policy needs them (a journal is read in
+        the disk pool, the first time only), and the tags they describe.
+        """
+        times = seen = None
+        if self.retention is not None and needsTimes(self.retention, name):
+            # The index first, then the times: a push that lands between
+            # the two is in the times but changes the index the sweep reads,
+            # so the sweep leaves its tag alone (RepositoryRules.seen).
+            index = await self.store._index(name)
+            seen = {} if index is None else {
+                tag: entry.get("digest") for tag, entry in index.tags.items()
+            }
+            times = await self.store.tagTimes.times(name)
+        return rulesFor(self.retention, name, now, self.delay, times, seen)
+
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))
-        cutoff = self.clock() - self.delay
-        return await self.runner.run(
-            collectRepositoryBlocking, repoDir, cutoff, self.store._commit
+        now = self.clock()
+        rules = await self.rulesFor(name, now)
+        result = await self.runner.run(
+            collectRepositoryBlocking, repoDir, now - self.delay, self.store._commit,
+            rules=rules,
         )
+        _logEvents(name, result, rules)
+        return result
 
     async def collectAll(self) -> CollectionResult:
         """
@@ -465,33 +639,96 @@ class GarbageCollector:
         return total
 
 
+_DAY = 86400.0
+
+
+def parseTimeWindow(window: str) -> tuple[int, int]:
+    """
+    C{"HH:MM-HH:MM"} (as L{zotwist.config} normalises C{gcTimeWindow}) as
+    C{(start, end)} minutes of the day.
+    """
+    start, end = window.split("-")
+    (sh, sm), (eh, em) = (int(x) for x in start.split(":")), (int(x) for x in end.split(":"))
+    return sh * 60 + sm, eh * 60 + em
+
+
+def inTimeWindow(window: tuple[int, int], when: float) -> bool:
+    """
+    Whether C{when} (seconds since the epoch) falls in C{window} in UTC:
+    start included, end excluded, to the minute (zot's rule); a window whose
+    end is before its start wraps past midnight.
+    """
+    start, end = window
+    minute = int((when % _DAY) // 60)
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+def secondsUntilWindow(window: tuple[int, int], when: float) -> float:
+    """
+    Seconds from C{when} until C{window} next opens (0 when it is open).
+    """
+    if inTimeWindow(window, when):
+        return 0.0
+    opens = window[0] * 60.0
+    wait = (opens - when % _DAY) % _DAY
+    return wait or _DAY
+
+
 class GarbageCollectionService(Service):
     """
     Runs L{GarbageCollector.collectAll} every C{interval} seconds (the first
     one an interval after start); a round still running when the next is
     due is not doubled.
+
+    With a C{gcTimeWindow}, a round only starts inside the window: one due
+    outside it waits for the window to open, and the next is due an
+    interval after that (a round started inside runs to its end).
+
+    @param window: C{gcTimeWindow} (C{"HH:MM-HH:MM"}, UTC), or L{None}.
+    @param clock: the wall clock the window is read on (C{time.time}).
     """
 
     name = "gc"
 
-    def __init__(self, collector: GarbageCollector, interval: float, reactor=None):
+    def __init__(self, collector: GarbageCollector, interval: float, reactor=None,
+                 window: str | None = None, clock=time.time):
         self.collector = collector
         self.interval = interval
         self._reactor = reactor
         self._running = None
         self._loop = None
+        self.window = parseTimeWindow(window) if window else None
+        self._windowText = window
+        self._clock = clock
+        self._waiting = None
+
+    def _callLater(self, seconds: float, f):
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        return reactor.callLater(seconds, f)
 
     def startService(self) -> None:
         super().startService()
         self.collector.stopping = False
-        self._loop = LoopingCall(self._tick)
-        if self._reactor is not None:
-            self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=False)
+        self._startLoop()
 
     def _tick(self) -> None:
-        if self._running is not None:
+        if self._running is not None or self._waiting is not None:
             return
+        if self.window is not None:
+            wait = secondsUntilWindow(self.window, self._clock())
+            if wait > 0:
+                _log.info("GC: a sweep is due; waiting {seconds:.0f} s for gcTimeWindow"
+                          " {window} (UTC)", seconds=wait, window=self._windowText)
+                self._waiting = self._callLater(wait, self._windowOpened)
+                # The schedule restarts from the round the window lets
+                # start, so the ticks that fall due meanwhile do not double it.
+                if self._loop is not None and self._loop.running:
+                    self._loop.stop()
+                return
         self._running = ensureDeferred(self.collector.collectAll())
 
         def done(result):
@@ -501,10 +738,41 @@ class GarbageCollectionService(Service):
         self._running.addErrback(lambda f: _log.failure("GC round failed", f))
         self._running.addBoth(done)
 
+    def setWindow(self, window: str | None) -> None:
+        """
+        Change C{gcTimeWindow} (a config reload): a sweep waiting for the
+        old window is judged again against the new one.
+        """
+        self.window = parseTimeWindow(window) if window else None
+        self._windowText = window
+        if self._waiting is not None:
+            if self._waiting.active():
+                self._waiting.cancel()
+            self._windowOpened()
+
+    def _windowOpened(self) -> None:
+        self._waiting = None
+        if self.running:
+            self._tick()
+            if self._waiting is None:
+                self._startLoop()
+
+    def _startLoop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = LoopingCall(self._tick)
+        if self._reactor is not None:
+            self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=False)
+
     def stopService(self):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._waiting is not None:
+            if self._waiting.active():
+                self._waiting.cancel()
+            self._waiting = None
         if self._running is not None:
             # Let the repository in progress finish (it holds a lock and a
             # thread); the round stops there.
