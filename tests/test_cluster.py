@@ -288,12 +288,19 @@ class ClusterTests(TestCase):
         C{skopeo copy} of a three-layer image from an OCI layout into the
         cluster and back out into another layout keeps the manifest
         digest and every blob byte for byte; skopeo's requests were spread
-        over all three instances (each one's access log shows some).
+        over all three instances (each one's access log shows some).  Every
+        instance is ready (C{/readyz}) and serves its metrics.
         """
         skopeo = shutil.which("skopeo")
         if skopeo is None:
             self.fail("skopeo is not installed: apt-get install skopeo")
-        cluster = await self.startCluster()
+        cluster = await self.startCluster(config={"extensions": {"metrics": {}}})
+        ready = set()
+        for _ in range(3):
+            response, body = await self.client(cluster).get(f"{cluster.url}/readyz")
+            self.assertEqual((response.code, body), (200, b"ok"))
+            ready.add(_instance(response))
+        self.assertEqual(ready, set(cluster.names))
         work = os.path.abspath(self.mktemp())
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work, "TMPDIR": work}
         os.makedirs(work)
@@ -332,6 +339,16 @@ class ClusterTests(TestCase):
         after = served()
         self.assertEqual(before, [0, 0, 0])
         self.assertTrue(all(after), f"requests per instance: {after}")
+        counted = 0
+        for _ in range(3):
+            response, body = await self.client(cluster).get(f"{cluster.url}/metrics")
+            self.assertEqual(response.code, 200)
+            counted += sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in body.decode().splitlines()
+                if line.startswith("zot_http_requests_total{") and 'route="blob' in line
+            )
+        self.assertGreater(counted, 0)
 
     async def test_chunkedUploadAcrossInstances(self):
         """

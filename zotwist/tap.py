@@ -31,6 +31,8 @@ the other, so the HTTP port drains before the thread pool stops):
     gracefully with exit status 0.
 """
 
+import os
+
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
@@ -207,6 +209,9 @@ def buildStores(config, runner, uploads, reactor):
     if config.storage.s3 is not None:
         from zotwist.storage.s3.store import S3Store
 
+        # zot's local rootDirectory, which /readyz checks is writable; on S3
+        # it holds no repository, and nothing else would create it.
+        os.makedirs(config.storage.rootDirectory, exist_ok=True)
         return S3Store.fromConfig(config.storage, runner, reactor), []
     return buildLocalStores(config, runner, uploads, reactor)
 
