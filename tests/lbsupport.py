@@ -19,8 +19,8 @@ different instances.  HAProxy is configured for exactly that:
     balancer, so an upload started on one instance continues on any;
   - a backend that refuses connections (killed) is retried on another one
     (C{retries} + C{option redispatch}, HAProxy's default C{retry-on
-    conn-failure}), and a TCP health check every 200 ms takes it out of the
-    rotation.  A request that already reached a backend which then died is
+    conn-failure}), and a health check of C{/readyz} every 200 ms takes it
+    out of the rotation (as it does an instance that is stopping).  A request that already reached a backend which then died is
     NOT replayed: its body may be half sent, and replaying a PATCH or PUT
     behind the client's back could apply it twice.  The client gets a 502
     and retries itself, as registry clients do;
@@ -91,6 +91,8 @@ frontend registry
 
 backend zotwist
     balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
 {servers}
 """
 
