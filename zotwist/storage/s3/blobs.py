@@ -118,10 +118,14 @@ class S3Blobs:
         uploadRunner=None,
         sessionTTL: int = DEFAULT_SESSION_TTL,
         layout=None,
+        partRunner=None,
     ):
         """
         @param uploadRunner: where upload bodies are hashed and sent (the
             objects' runner when not given).
+        @param partRunner: a L{zotwist.threads.ThreadPoolRunner} of its own
+            (not C{uploadRunner}) to send parts in while the next bytes are
+            hashed; without one, parts are sent between hashing (slower).
         @param sessionTTL: seconds an upload session lives after its last
             change (zot's C{gcDelay} plus a day).
         """
@@ -131,7 +135,13 @@ class S3Blobs:
         self._prefix = f"{self.root}/" if self.root else ""
         self._runner = objects.runner
         self._uploadRunner = uploadRunner or objects.runner
-        self.engine = UploadEngine(objects, redis, self.uploadKey, sessionTTL)
+        self.engine = UploadEngine(
+            objects,
+            redis,
+            self.uploadKey,
+            sessionTTL,
+            partPool=None if partRunner is None else partRunner.pool,
+        )
         self._layouts: set[str] = set()
         self.layout = layout or self.ensureLayoutBlocking
 

@@ -25,6 +25,7 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -99,7 +100,10 @@ class UploadState:
     @ivar offset: bytes received so far.
     @ivar mpu: the S3 multipart UploadId, or L{None} before the first part.
     @ivar parts: C{[number, etag, size]} of each part sent, in order.
-    @ivar tail: received bytes not yet sent (less than one part).
+    @ivar tail: received bytes not yet sent (less than one part), and
+        those of the part being sent.
+    @ivar sending: C{(number, size, future)} of the part being sent (never
+        saved: L{UploadEngine.settle} runs before every save).
     """
 
     repo: str
@@ -109,6 +113,7 @@ class UploadState:
     mpu: str | None = None
     parts: list = field(default_factory=list)
     tail: bytearray = field(default_factory=bytearray)
+    sending: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def fresh(cls, repo: str, algorithm: str) -> "UploadState":
@@ -165,13 +170,21 @@ class UploadEngine:
     block: call them in pool threads.
     """
 
-    def __init__(self, objects, redis, uploadKey, sessionTTL: int = DEFAULT_SESSION_TTL):
+    def __init__(
+        self, objects, redis, uploadKey, sessionTTL: int = DEFAULT_SESSION_TTL, partPool=None
+    ):
         """
         @param objects: an L{zotwist.storage.s3.objects.ObjectStore}.
         @param redis: a L{zotwist.coordination.client.RedisClient}.
         @param uploadKey: C{uploadID -> object key} of the multipart target.
+        @param partPool: a started L{twisted.python.threadpool.ThreadPool}
+            parts are sent in, or L{None} to send them from the writer's
+            thread.  It must not be the pool the writers run in: a writer
+            waits for its part, and a pool full of waiting writers would
+            never run the parts.
         """
         self.objects = objects.blocking
+        self.partPool = partPool
         self.redis = redis
         self.uploadKey = uploadKey
         self.sessionTTL = sessionTTL
@@ -198,23 +211,64 @@ class UploadEngine:
             state.hasher.update(chunk)
             state.offset += len(chunk)
             state.tail += chunk
-            while len(state.tail) >= PART_SIZE:
-                self.sendPart(state, uploadID, PART_SIZE)
+        self.pump(state, uploadID)
 
-    def sendPart(self, state: UploadState, uploadID: str, size: int) -> None:
+    def pump(self, state: UploadState, uploadID: str) -> None:
         """
-        Send the first C{size} bytes of the tail as the next part.
+        Send the full parts of the tail.  With a part pool, one part is
+        sent there while this thread goes back to hashing the next bytes
+        (so hashing and sending overlap); without, parts go synchronously.
         """
-        key = self.uploadKey(uploadID)
-        if state.mpu is None:
-            state.mpu = self.objects.createMultipart(key)
-        number = len(state.parts) + 1
-        if number > MAX_PARTS:
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID", message="upload too large", status=413
-            )
-        data = bytes(state.tail[:size])
-        etag = self.objects.uploadPart(key, state.mpu, number, data)
+        while True:
+            sending = state.sending[1] if state.sending else 0
+            if len(state.tail) - sending < PART_SIZE:
+                return
+            if state.sending is not None:
+                self.settle(state)
+                continue
+            key = self.uploadKey(uploadID)
+            if state.mpu is None:
+                state.mpu = self.objects.createMultipart(key)
+            number = len(state.parts) + 1
+            if number > MAX_PARTS:
+                raise RegistryError("BLOB_UPLOAD_INVALID", message="upload too large", status=413)
+            data = bytes(state.tail[:PART_SIZE])
+            state.sending = (number, PART_SIZE, self._submit(
+                self.objects.uploadPart, key, state.mpu, number, data
+            ))
+
+    def _submit(self, function, *args) -> Future:
+        """
+        Run C{function} in the part pool (or here and now, without one).
+        """
+        future: Future = Future()
+        if self.partPool is None:
+            try:
+                future.set_result(function(*args))
+            except BaseException as e:
+                future.set_exception(e)
+            return future
+
+        def done(succeeded, result):
+            if succeeded:
+                future.set_result(result)
+            else:
+                future.set_exception(result.value)
+
+        self.partPool.callInThreadWithCallback(done, function, *args)
+        return future
+
+    def settle(self, state: UploadState) -> None:
+        """
+        Wait for the part being sent, if any, and account for it: it joins
+        the parts, its bytes leave the tail.
+
+        @raise Exception: the send's failure (the bytes stay in the tail).
+        """
+        if state.sending is None:
+            return
+        (number, size, future), state.sending = state.sending, None
+        etag = future.result()
         state.parts.append([number, etag, size])
         del state.tail[:size]
 
@@ -225,6 +279,7 @@ class UploadEngine:
         part, CompleteMultipartUpload to the upload's own key and a
         server-side copy to C{target}.  Safe to repeat after a failure.
         """
+        self.settle(state)
         if not state.parts:
             self.objects.put(target, bytes(state.tail))
             self.discard(state, uploadID)
@@ -254,6 +309,11 @@ class UploadEngine:
         and its assembled object.  An upload that never sent a part left
         nothing (L{None}: unknown, so look).
         """
+        if state is not None:
+            try:
+                self.settle(state)
+            except Exception:
+                pass
         if state is not None and not state.mpu:
             return
         key = self.uploadKey(uploadID)
@@ -339,6 +399,7 @@ class UploadEngine:
             (another request took over) and C{BLOB_UPLOAD_UNKNOWN} when the
             session ended meanwhile.
         """
+        self.settle(state)
         args = [token, self.sessionTTL]
         for name, value in state.fields().items():
             args += [name, value]
