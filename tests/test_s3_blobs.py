@@ -604,7 +604,7 @@ class BlobTests(S3BlobsTestCase):
         original = self.b.objects.blocking.openStream
 
         def recording(key, start, end=None):
-            opened.append(start)
+            opened.append((start, end))
             threads.append(threading.current_thread() is threading.main_thread())
             return original(key, start, end)
 
@@ -616,8 +616,10 @@ class BlobTests(S3BlobsTestCase):
         self.assertEqual(await reader.read(2 * MiB, MiB), data[2 * MiB :])
         self.assertEqual(await reader.read(len(data), 10), b"")
         reader.close()
-        self.assertEqual(opened, [0, 100, 2 * MiB])
-        self.assertEqual(threads, [False, False, False])
+        # 0: to the end; 100: just the 10 bytes asked for; 110: the next
+        # small read starts a GET of its own; 2 MiB: the rest.
+        self.assertEqual(opened, [(0, None), (100, 109), (110, 114), (2 * MiB, None)])
+        self.assertEqual(threads, [False] * 4)
 
     async def test_statFromRedisOnly(self):
         """

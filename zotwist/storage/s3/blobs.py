@@ -27,7 +27,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.interfaces import IBlobReader
-from zotwist.storage.s3.objects import PreconditionFailed
+from zotwist.storage.s3.objects import READ_SIZE, PreconditionFailed
 from zotwist.storage.s3.uploads import (
     DEFAULT_SESSION_TTL,
     MonolithicS3Writer,
@@ -50,8 +50,10 @@ PRESIGN_EXPIRY = 600
 class S3BlobReader:
     """
     A blob in S3, read through one ranged GET: the first read opens it from
-    its offset to the end of the object, later reads continue it; a read at
-    another offset starts a new GET.  Reads run in the thread pool.
+    its offset to the end of the object (or, for a read shorter than
+    L{READ_SIZE}, just that range), later reads continue it; a read at
+    another offset, or past the end of that range, starts a new GET.  Reads
+    run in the thread pool.
 
     Deliberately no C{fileno}: the web layer uses C{sendfile} only for
     local files.
@@ -63,6 +65,7 @@ class S3BlobReader:
         self.size = size
         self._stream = None
         self._position: int | None = None
+        self._end = -1
 
     def read(self, offset: int, length: int) -> Deferred:
         return self._objects.runner.run(self._read, offset, length)
@@ -73,12 +76,17 @@ class S3BlobReader:
         """
         if offset >= self.size or length <= 0:
             return b""
-        if self._stream is None or self._position != offset:
+        if self._stream is None or self._position != offset or offset > self._end:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+            # A first read shorter than the read size is a whole small range
+            # (the producer asks for min(1 MiB, what remains)): ask S3 for
+            # just that, so the connection can be reused afterwards.
+            end = offset + length - 1 if length < READ_SIZE else None
             try:
-                self._stream = self._objects.blocking.openStream(self._key, offset)
+                self._stream = self._objects.blocking.openStream(self._key, offset, end)
+                self._end = self.size - 1 if end is None else end
             except KeyError:
                 raise OSError(f"the object {self._key} is missing")
             self._position = offset
