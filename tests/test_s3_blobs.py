@@ -301,6 +301,12 @@ async def finishUploadWith(instance, location: str, digest: str, data: bytes):
     return response
 
 
+def sleep(seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds)
+
+
 async def waitFor(predicate, timeout: float = 10.0) -> None:
     """
     Wait (without blocking the reactor) until C{predicate()} holds; the
@@ -525,6 +531,46 @@ class ChunkedTests(S3BlobsTestCase):
         self.assertEqual(int(self.session(uploadID)[b"offset"]), 0)
         await self.a.redis.run(engine.release, uploadID, token)
         await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
+
+    async def test_deadInstanceLockExpires(self):
+        """
+        A session lock left by an instance that died (never refreshed,
+        never released) expires, and a PATCH on another instance that was
+        waiting for it then goes through.
+        """
+        self.patch(uploadsModule, "LOCK_TTL_MS", 1000)
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        dead = await self.a.redis.run(self.a.blobs.engine.acquire, uploadID)
+        self.assertIsNotNone(dead)
+        location = await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
+        self.assertEqual(int(self.session(uploadID)[b"offset"]), 3)
+
+    async def test_longRequestKeepsItsLock(self):
+        """
+        A request that holds a session longer than the lock's lifetime keeps
+        it (its keeper refreshes it), and lets go when it ends.
+        """
+        from tests.procsupport import waitUntil
+
+        self.patch(uploadsModule, "LOCK_TTL_MS", 600)
+        self.patch(uploadsModule, "LOCK_REFRESH", 0.15)
+        blobs = self.a.blobs
+        uploadID = await blobs.startUpload(REPO, "sha256")
+        writer = blobs.writerForSession(REPO, uploadID, 0, None)
+        writer.write(b"abc")
+        await writer.flushed()
+        lockKey = blobs.engine.lockKey(uploadID)
+        for _ in range(3):
+            await sleep(0.5)
+            self.assertEqual(self.r.get(lockKey), writer.token.encode())
+        writer.write(b"def")
+        await writer.flushed()
+        writer.close()
+        await waitUntil(lambda: self.r.get(lockKey) is None, 5, "the lock was not released")
+        self.assertEqual(await blobs.uploadStatus(REPO, uploadID), 6)
+        await sleep(0.5)
+        self.assertIsNone(self.r.get(lockKey))
 
     async def test_lostLockSavesNothing(self):
         """

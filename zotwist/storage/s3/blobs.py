@@ -127,6 +127,7 @@ class S3Blobs:
         sessionTTL: int = DEFAULT_SESSION_TTL,
         layout=None,
         partRunner=None,
+        reactor=None,
     ):
         """
         @param uploadRunner: where upload bodies are hashed and sent (the
@@ -134,6 +135,8 @@ class S3Blobs:
         @param partRunner: a L{zotwist.threads.ThreadPoolRunner} of its own
             (not C{uploadRunner}) to send parts in while the next bytes are
             hashed; without one, parts are sent between hashing (slower).
+        @param reactor: the clock that keeps session locks alive (the
+            global reactor when not given).
         @param sessionTTL: seconds an upload session lives after its last
             change (zot's C{gcDelay} plus a day).
         """
@@ -143,12 +146,17 @@ class S3Blobs:
         self._prefix = f"{self.root}/" if self.root else ""
         self._runner = objects.runner
         self._uploadRunner = uploadRunner or objects.runner
+        if partRunner is not None and partRunner in (self._uploadRunner, objects.runner):
+            # A writer waits for its part: in one pool, writers waiting for
+            # parts queued behind them would deadlock it.
+            raise ValueError("partRunner must be a pool of its own")
         self.engine = UploadEngine(
             objects,
             redis,
             self.uploadKey,
             sessionTTL,
             partPool=None if partRunner is None else partRunner.pool,
+            clock=reactor,
         )
         self._layouts: set[str] = set()
         self.layout = layout or self.ensureLayoutBlocking
@@ -383,15 +391,20 @@ class S3Blobs:
             # Saves the body's bytes into the session first: a wrong digest
             # leaves the session as it was, this body included.
             await writer.flushed()
-            state, token = writer.takeOver()
+            state, token, keeper = writer.takeOver()
         else:
             if writer is not None and getattr(writer, "rejection", None) is not None:
                 raise writer.rejection
             state, token = await self._runner.run(self._lockAndLoad, name, uploadID)
+            keeper = self.engine.keep(uploadID, token)
         try:
             return await self._runner.run(self._complete, name, uploadID, digest, state)
         finally:
-            await self.redis.run(self.engine.release, uploadID, token)
+            try:
+                await self.redis.run(self.engine.release, uploadID, token)
+            finally:
+                if keeper is not None:
+                    keeper.stop()
 
     def _lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
         """

@@ -42,10 +42,15 @@ PART_SIZE = 8 * 1024 * 1024
 #: S3's limit on the number of parts.
 MAX_PARTS = 10000
 #: Milliseconds a session lock lives without being refreshed: the longest a
-#: dead instance keeps others from continuing its sessions.
-LOCK_TTL_MS = 60_000
+#: dead instance keeps others from continuing its sessions.  Its holder
+#: refreshes it every L{LOCK_REFRESH} seconds (L{LockKeeper}).
+LOCK_TTL_MS = 10_000
+#: Seconds between refreshes of a held session lock.
+LOCK_REFRESH = 3.0
 #: Seconds a request waits for the previous request on the same session to
-#: release it (its instance answers the client before it lets go).
+#: release it (its instance answers the client before it lets go).  Longer
+#: than L{LOCK_TTL_MS}: a retry after an instance died mid-request waits for
+#: the dead instance's lock to expire instead of failing.
 LOCK_WAIT = 15.0
 #: Seconds a session lives in Redis after its last change, unless the
 #: store sets another (gcDelay plus a day, by the design).
@@ -171,7 +176,13 @@ class UploadEngine:
     """
 
     def __init__(
-        self, objects, redis, uploadKey, sessionTTL: int = DEFAULT_SESSION_TTL, partPool=None
+        self,
+        objects,
+        redis,
+        uploadKey,
+        sessionTTL: int = DEFAULT_SESSION_TTL,
+        partPool=None,
+        clock=None,
     ):
         """
         @param objects: an L{zotwist.storage.s3.objects.ObjectStore}.
@@ -182,9 +193,13 @@ class UploadEngine:
             thread.  It must not be the pool the writers run in: a writer
             waits for its part, and a pool full of waiting writers would
             never run the parts.
+        @param clock: the reactor, for L{LockKeeper}s.
         """
         self.objects = objects.blocking
         self.partPool = partPool
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self.redis = redis
         self.uploadKey = uploadKey
         self.sessionTTL = sessionTTL
@@ -342,15 +357,16 @@ class UploadEngine:
             return None
         return repo.decode(), int(offset)
 
-    def acquire(self, r, uploadID: str, wait: float = LOCK_WAIT) -> str | None:
+    def acquire(self, r, uploadID: str, wait: float | None = None) -> str | None:
         """
-        Take the session's lock, waiting up to C{wait} seconds.
+        Take the session's lock, waiting up to C{wait} seconds (default
+        L{LOCK_WAIT}).
 
         @return: the lock's token, or L{None} if it stayed taken.
         """
         token = uuid.uuid4().hex
         key = self.lockKey(uploadID)
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
         delay = 0.005
         while True:
             if r.set(key, token, nx=True, px=LOCK_TTL_MS):
@@ -359,6 +375,12 @@ class UploadEngine:
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def keep(self, uploadID: str, token: str) -> "LockKeeper":
+        """
+        Start refreshing a lock just taken (call on the reactor thread).
+        """
+        return LockKeeper(self, uploadID, token, self.clock)
 
     def refresh(self, r, uploadID: str, token: str) -> bool:
         """
@@ -414,6 +436,59 @@ class UploadEngine:
             )
         if result == 0:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+
+
+class LockKeeper:
+    """
+    Keeps a session lock alive while its holder works (a long PATCH, a
+    completion copying a large blob): refreshes it every L{LOCK_REFRESH}
+    seconds, in the Redis client's pool.  A dead instance stops refreshing,
+    so its locks expire after L{LOCK_TTL_MS}.
+
+    @ivar lost: set when a refresh found the lock taken by someone else
+        (the holder's save then fails: it checks the token itself).
+    """
+
+    _log = Logger()
+
+    def __init__(self, engine: "UploadEngine", uploadID: str, token: str, clock):
+        from twisted.internet.task import LoopingCall
+
+        self._engine = engine
+        self._uploadID = uploadID
+        self._token = token
+        self._refreshing = False
+        self.lost = False
+        self._call = LoopingCall(self._refresh)
+        self._call.clock = clock
+        self._call.start(LOCK_REFRESH, now=False)
+
+    def _refresh(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+        d = self._engine.redis.run(self._engine.refresh, self._uploadID, self._token)
+        d.addCallbacks(self._refreshed, self._failed)
+
+    def _refreshed(self, stillOurs: bool) -> None:
+        self._refreshing = False
+        if not stillOurs:
+            self.lost = True
+            self._log.warn("Lost the lock of upload {uploadID}", uploadID=self._uploadID)
+            self.stop()
+
+    def _failed(self, failure) -> None:
+        self._refreshing = False
+        self._log.failure("Refreshing the lock of upload {uploadID} failed", failure,
+                          uploadID=self._uploadID)
+
+    def stop(self, _=None):
+        """
+        Stop refreshing (passes its argument through, for callbacks).
+        """
+        if self._call.running:
+            self._call.stop()
+        return _
 
 
 #: A stand-in file descriptor: L{QueuedWriter} drops data when its
@@ -486,8 +561,7 @@ class SessionS3Writer(S3UploadWriter):
         self.token: str | None = None
         self.done = False
         self._dirty = False
-        self._saving: Deferred | None = None
-        self._refreshedAt = 0.0
+        self.keeper: LockKeeper | None = None
         # The load is the first batch: writes queue behind it.
         self._inFlight = True
         self._loading = self._runner.run(self._load)
@@ -508,7 +582,6 @@ class SessionS3Writer(S3UploadWriter):
                 status=416,
             )
         self.token = token
-        self._refreshedAt = time.monotonic()
         try:
             return self.engine.load(r, self.name, self.uploadID)
         except BaseException:
@@ -518,6 +591,8 @@ class SessionS3Writer(S3UploadWriter):
 
     def _loaded(self, upload: UploadState) -> None:
         self.upload = upload
+        if self.token is not None:
+            self.keeper = self.engine.keep(self.uploadID, self.token)
         if self.start is not None and self.start != upload.offset:
             self._reject(
                 RegistryError(
@@ -558,14 +633,6 @@ class SessionS3Writer(S3UploadWriter):
     def _writeBatch(self, chunks: list[bytes]) -> None:
         self._dirty = True
         super()._writeBatch(chunks)
-        if time.monotonic() - self._refreshedAt > LOCK_TTL_MS / 3000:
-            if not self.engine.refresh(self.engine.redis.redis, self.uploadID, self.token):
-                raise RegistryError(
-                    "BLOB_UPLOAD_INVALID",
-                    message="the upload was taken over by another request",
-                    status=409,
-                )
-            self._refreshedAt = time.monotonic()
 
     def flushed(self) -> Deferred:
         """
@@ -612,12 +679,15 @@ class SessionS3Writer(S3UploadWriter):
 
         d = self._runner.run(finish)
         d.addErrback(lambda f: self._log.failure("Saving an upload session failed", f))
+        if self.keeper is not None:
+            d.addBoth(self.keeper.stop)
 
-    def takeOver(self) -> tuple[UploadState, str]:
+    def takeOver(self) -> tuple[UploadState, str, LockKeeper | None]:
         """
-        For the completion: the loaded state and the lock's token; the writer
-        will neither save nor release them any more.
+        For the completion: the loaded state, the lock's token and its
+        keeper; the writer will neither save nor release them any more.
         """
         self.done = True
         token, self.token = self.token, None
-        return self.upload, token
+        keeper, self.keeper = self.keeper, None
+        return self.upload, token, keeper
