@@ -532,6 +532,52 @@ class ChunkedTests(S3BlobsTestCase):
         await self.a.redis.run(engine.release, uploadID, token)
         await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
 
+    async def test_concurrentPatches(self):
+        """
+        Two PATCHes claiming the same range of one session, sent at once to
+        two instances: the session lock orders them, so one is appended
+        (202) and the other, finding the session moved on, is refused (416);
+        the upload completes with the accepted chunk's bytes only.
+        """
+        from twisted.internet.defer import gatherResults
+
+        first, second = os.urandom(6 * MiB), os.urandom(6 * MiB)
+        location = await startUpload(self.a, REPO)
+
+        async def send(instance, data):
+            response = await request(
+                instance, "PATCH", location.replace(self.a.url, instance.url), data=data,
+                headers={"Content-Type": OCTET_STREAM, "Content-Range": f"0-{len(data) - 1}"},
+            )
+            await response.content()
+            return response.code
+
+        codes = await gatherResults(
+            [
+                Deferred.fromCoroutine(send(self.b, first)),
+                Deferred.fromCoroutine(send(self.c, second)),
+            ]
+        )
+        self.assertEqual(sorted(codes), [202, 416])
+        accepted = first if codes[0] == 202 else second
+        response = await finishUpload(self.a, location, sha256(accepted))
+        await expect(response, 201, "closing PUT")
+        self.assertPublished(REPO, accepted)
+
+    async def test_sessionExpiry(self):
+        """
+        A session's Redis record expires a day and an hour (by default)
+        after its last change, and each change renews it.
+        """
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        key = self.prefix + f"upload:{uploadID}"
+        ttl = uploadsModule.DEFAULT_SESSION_TTL
+        self.assertTrue(ttl - 60 < self.r.ttl(key) <= ttl)
+        self.r.expire(key, 100)
+        await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
+        self.assertTrue(ttl - 60 < self.r.ttl(key) <= ttl)
+
     async def test_deadInstanceLockExpires(self):
         """
         A session lock left by an instance that died (never refreshed,
