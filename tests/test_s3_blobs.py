@@ -564,6 +564,30 @@ class ChunkedTests(S3BlobsTestCase):
         await expect(response, 201, "closing PUT")
         self.assertPublished(REPO, accepted)
 
+    async def test_completeWithoutWriter(self):
+        """
+        L{S3Blobs.completeUpload} without a closing request's writer (the
+        store's own callers) locks and loads the session itself; a wrong
+        digest leaves it as it was.
+        """
+        from zotwist.errors import RegistryError
+
+        data = os.urandom(9 * MiB + 10)
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        await patchChunk(self.a, location, data, 0, len(data))
+        with self.assertRaises(RegistryError) as caught:
+            await self.b.blobs.completeUpload(REPO, uploadID, sha256(b"no"), None)
+        self.assertEqual(caught.exception.code, "DIGEST_INVALID")
+        self.assertEqual(await self.c.blobs.uploadStatus(REPO, uploadID), len(data))
+        self.assertIsNone(self.r.get(self.b.blobs.engine.lockKey(uploadID)))
+        size = await self.b.blobs.completeUpload(REPO, uploadID, sha256(data), None)
+        self.assertEqual(size, len(data))
+        self.assertPublished(REPO, data)
+        with self.assertRaises(RegistryError) as caught:
+            await self.b.blobs.completeUpload(REPO, uploadID, sha256(data), None)
+        self.assertEqual(caught.exception.code, "BLOB_UPLOAD_UNKNOWN")
+
     async def test_sessionExpiry(self):
         """
         A session's Redis record expires a day and an hour (by default)

@@ -357,24 +357,26 @@ class S3Blobs:
         return found[1]
 
     async def cancelUpload(self, name: str, uploadID: str) -> None:
+        """
+        End the session (under its lock when it can be had: a request still
+        streaming into it then finds it gone and saves nothing), then
+        discard its parts.
+        """
         checkUploadID(uploadID)
-        await self._runner.run(self._cancel, name, uploadID)
-
-    def _cancel(self, name: str, uploadID: str) -> None:
-        """
-        Blocking: end the session (under its lock when it can be had: a
-        request still streaming into it finds it gone and saves nothing),
-        then discard its parts.
-        """
-        r = self.redis.redis
-        token = self.engine.acquire(r, uploadID)
+        token = await self.engine.acquireAsync(uploadID)
         try:
-            state = self.engine.load(r, name, uploadID)
-            r.delete(self.engine.sessionKey(uploadID))
+            state = await self.redis.run(self._forget, name, uploadID)
         finally:
-            if token is not None:
-                self.engine.release(r, uploadID, token)
-        self.engine.discard(state, uploadID)
+            await self.redis.run(self.engine.release, uploadID, token)
+        await self._runner.run(self.engine.discard, state, uploadID)
+
+    def _forget(self, r, name: str, uploadID: str) -> UploadState:
+        """
+        Blocking: load and delete the session's record.
+        """
+        state = self.engine.load(r, name, uploadID)
+        r.delete(self.engine.sessionKey(uploadID))
+        return state
 
     def writerForSession(self, name: str, uploadID: str, start, length) -> SessionS3Writer:
         checkUploadID(uploadID)
@@ -395,7 +397,7 @@ class S3Blobs:
         else:
             if writer is not None and getattr(writer, "rejection", None) is not None:
                 raise writer.rejection
-            state, token = await self._runner.run(self._lockAndLoad, name, uploadID)
+            state, token = await self.engine.lockAndLoad(name, uploadID)
             keeper = self.engine.keep(uploadID, token)
         try:
             return await self._runner.run(self._complete, name, uploadID, digest, state)
@@ -405,26 +407,6 @@ class S3Blobs:
             finally:
                 if keeper is not None:
                     keeper.stop()
-
-    def _lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
-        """
-        Blocking: take the session's lock and load it.
-        """
-        r = self.redis.redis
-        token = self.engine.acquire(r, uploadID)
-        if token is None:
-            if self.engine.peek(r, uploadID) is None:
-                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID",
-                message="another request is writing to this upload",
-                status=416,
-            )
-        try:
-            return self.engine.load(r, name, uploadID), token
-        except BaseException:
-            self.engine.release(r, uploadID, token)
-            raise
 
     def _verify(self, state: UploadState, digest: str) -> None:
         """

@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from zotwist import oci
@@ -376,6 +377,49 @@ class UploadEngine:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
+    async def acquireAsync(self, uploadID: str, wait: float | None = None) -> str | None:
+        """
+        L{acquire} without holding a pool thread while waiting: each attempt
+        is one quick Redis call, the pauses between them are the reactor's.
+        """
+        token = uuid.uuid4().hex
+        key = self.lockKey(uploadID)
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
+        delay = 0.005
+        while True:
+            taken = await self.redis.run(
+                lambda r: r.set(key, token, nx=True, px=LOCK_TTL_MS)
+            )
+            if taken:
+                return token
+            if time.monotonic() >= deadline:
+                return None
+            await deferLater(self.clock, delay)
+            delay = min(delay * 2, 0.1)
+
+    async def lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
+        """
+        Take the session's lock (waiting up to L{LOCK_WAIT}) and load it.
+
+        @raise RegistryError: C{BLOB_UPLOAD_UNKNOWN} for no such session,
+            C{BLOB_UPLOAD_INVALID} (416) when another request kept it.
+        """
+        token = await self.acquireAsync(uploadID)
+        if token is None:
+            if await self.redis.run(self.peek, uploadID) is None:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID",
+                message="another request is writing to this upload",
+                status=416,
+            )
+        try:
+            state = await self.redis.run(self.load, name, uploadID)
+        except BaseException:
+            await self.redis.run(self.release, uploadID, token)
+            raise
+        return state, token
+
     def keep(self, uploadID: str, token: str) -> "LockKeeper":
         """
         Start refreshing a lock just taken (call on the reactor thread).
@@ -564,30 +608,15 @@ class SessionS3Writer(S3UploadWriter):
         self.keeper: LockKeeper | None = None
         # The load is the first batch: writes queue behind it.
         self._inFlight = True
-        self._loading = self._runner.run(self._load)
+        self._loading = Deferred.fromCoroutine(self._load())
         self._loading.addCallbacks(self._loaded, self._loadFailed)
 
-    def _load(self) -> UploadState:
+    async def _load(self) -> UploadState:
         """
-        Blocking: take the lock, load the state.
+        Take the lock, load the state.
         """
-        r = self.engine.redis.redis
-        token = self.engine.acquire(r, self.uploadID)
-        if token is None:
-            if self.engine.peek(r, self.uploadID) is None:
-                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": self.uploadID})
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID",
-                message="another request is writing to this upload",
-                status=416,
-            )
-        self.token = token
-        try:
-            return self.engine.load(r, self.name, self.uploadID)
-        except BaseException:
-            self.token = None
-            self.engine.release(r, self.uploadID, token)
-            raise
+        upload, self.token = await self.engine.lockAndLoad(self.name, self.uploadID)
+        return upload
 
     def _loaded(self, upload: UploadState) -> None:
         self.upload = upload
