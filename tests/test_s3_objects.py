@@ -106,7 +106,7 @@ class ObjectStoreTests(TestCase):
         delimiter the common prefixes.
         """
         keys = [f"l/{i:04d}" for i in range(1005)] + ["l/sub/x", "l/sub2/y", "other"]
-        await self.objects._runner.run(
+        await self.objects.runner.run(
             lambda: [self.s3.put_object(Bucket=self.bucket, Key=k, Body=b"xy") for k in keys]
         )
         listing = await self.objects.list("l/")
@@ -222,4 +222,4 @@ class ObjectStoreTests(TestCase):
             with urllib.request.urlopen(url, timeout=10) as response:
                 return response.read()
 
-        self.assertEqual(await self.objects._runner.run(fetch), b"presigned")
+        self.assertEqual(await self.objects.runner.run(fetch), b"presigned")

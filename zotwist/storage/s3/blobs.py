@@ -1,0 +1,453 @@
+# -*- test-case-name: tests.test_s3_blobs -*-
+"""
+Blobs and upload sessions on S3, with what the instances must agree on in
+Redis: the blobs each repository holds, who holds each digest (the dedupe
+index and mount sources), the catalog, and the upload sessions.
+
+The bucket holds the same layout as a local store's root (C{<root>/<repo>/
+oci-layout}, C{index.json}, C{blobs/<alg>/<hex>}), so C{aws s3 sync} and
+C{skopeo oci:} read a repository.  A blob key appears only after its digest
+was verified: uploads go to C{<root>/.uploads/<id>/data} first (see
+L{zotwist.storage.s3.uploads}) and are then copied on the server.
+
+Redis is the index, S3 the truth: C{blobs:<repo>} (digest -> size) is written
+after the object exists and removed before it is deleted, so Redis never
+names an object that is not there (except after a failure between the two,
+which GC and the rebuild from S3 repair).  L{S3Blobs.statBlob} answers from
+Redis alone: no S3 round trip for the existence checks clients make before
+every layer push.
+"""
+
+import json
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from zotwist import oci
+from zotwist.errors import RegistryError
+from zotwist.storage.interfaces import IBlobReader
+from zotwist.storage.s3.objects import PreconditionFailed
+from zotwist.storage.s3.uploads import (
+    DEFAULT_SESSION_TTL,
+    MonolithicS3Writer,
+    SessionS3Writer,
+    UploadEngine,
+    UploadState,
+    checkUploadID,
+    newUploadID,
+)
+
+_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
+_EMPTY_INDEX = json.dumps(
+    {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
+).encode()
+#: Seconds a presigned blob URL is valid.
+PRESIGN_EXPIRY = 600
+
+
+@implementer(IBlobReader)
+class S3BlobReader:
+    """
+    A blob in S3, read through one ranged GET: the first read opens it from
+    its offset to the end of the object, later reads continue it; a read at
+    another offset starts a new GET.  Reads run in the thread pool.
+
+    Deliberately no C{fileno}: the web layer uses C{sendfile} only for
+    local files.
+    """
+
+    def __init__(self, objects, key: str, size: int):
+        self._objects = objects
+        self._key = key
+        self.size = size
+        self._stream = None
+        self._position: int | None = None
+
+    def read(self, offset: int, length: int) -> Deferred:
+        return self._objects.runner.run(self._read, offset, length)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        """
+        Blocking: up to C{length} bytes from C{offset}.
+        """
+        if offset >= self.size or length <= 0:
+            return b""
+        if self._stream is None or self._position != offset:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+            try:
+                self._stream = self._objects.blocking.openStream(self._key, offset)
+            except KeyError:
+                raise OSError(f"the object {self._key} is missing")
+            self._position = offset
+        data = self._stream.read(length)
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._objects.runner.run(stream.close)
+
+
+class S3Blobs:
+    """
+    The blob and upload half of L{zotwist.storage.interfaces.IRegistryStore}
+    on S3 and Redis, with the semantics of
+    L{zotwist.storage.local.LocalStore}.
+
+    @ivar objects: the L{zotwist.storage.s3.objects.ObjectStore}.
+    @ivar redis: the L{zotwist.coordination.client.RedisClient}.
+    @ivar root: the key prefix in the bucket (zot's C{rootdirectory}),
+        without leading or trailing slashes.
+    @ivar engine: the L{UploadEngine} (sessions, parts, session locks).
+    @ivar layout: a blocking callable C{(name) -> None} that makes C{name} a
+        layout (C{oci-layout}, an empty C{index.json} when none) before its
+        first blob is published; a store may replace it.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        objects,
+        redis,
+        root: str,
+        uploadRunner=None,
+        sessionTTL: int = DEFAULT_SESSION_TTL,
+        layout=None,
+    ):
+        """
+        @param uploadRunner: where upload bodies are hashed and sent (the
+            objects' runner when not given).
+        @param sessionTTL: seconds an upload session lives after its last
+            change (zot's C{gcDelay} plus a day).
+        """
+        self.objects = objects
+        self.redis = redis
+        self.root = root.strip("/")
+        self._prefix = f"{self.root}/" if self.root else ""
+        self._runner = objects.runner
+        self._uploadRunner = uploadRunner or objects.runner
+        self.engine = UploadEngine(objects, redis, self.uploadKey, sessionTTL)
+        self._layouts: set[str] = set()
+        self.layout = layout or self.ensureLayoutBlocking
+
+    # -- names ---------------------------------------------------------------------
+
+    def repoKey(self, name: str, *parts: str) -> str:
+        """
+        The object key of C{parts} inside repository C{name}'s layout.
+        """
+        return self._prefix + "/".join((name,) + parts)
+
+    def blobKey(self, name: str, digest: str) -> str:
+        """
+        C{<root>/<name>/blobs/<alg>/<hex>}.
+        """
+        algorithm, encoded = oci.parseDigest(digest)
+        return self.repoKey(name, "blobs", algorithm, encoded)
+
+    def uploadKey(self, uploadID: str) -> str:
+        """
+        C{<root>/.uploads/<id>/data}: an upload's multipart target.
+        """
+        return f"{self._prefix}.uploads/{uploadID}/data"
+
+    def blobsKey(self, name: str) -> str:
+        return self.redis.key("blobs", name)
+
+    def holdersKey(self, digest: str) -> str:
+        return self.redis.key("holders", digest)
+
+    # -- layouts and the index in Redis -------------------------------------------------
+
+    def ensureLayoutBlocking(self, name: str) -> None:
+        """
+        The default L{layout}: create C{oci-layout} and an empty
+        C{index.json} unless they exist (C{If-None-Match: *}, so a
+        repository's real index is never replaced).  Blocking.
+        """
+        if name in self._layouts:
+            return
+        for key, data in (
+            (self.repoKey(name, "oci-layout"), _LAYOUT),
+            (self.repoKey(name, "index.json"), _EMPTY_INDEX),
+        ):
+            try:
+                self.objects.blocking.put(key, data, ifNoneMatch=True)
+            except PreconditionFailed:
+                pass
+        self._layouts.add(name)
+
+    def _published(self, name: str, digest: str, size: int, uploadID: str | None = None):
+        """
+        Blocking: record that C{name} holds C{digest} (its object exists),
+        and end the upload session C{uploadID}, in one transaction.
+        """
+        self.layout(name)
+        pipe = self.redis.redis.pipeline(transaction=True)
+        pipe.hset(self.blobsKey(name), digest, size)
+        pipe.sadd(self.holdersKey(digest), name)
+        pipe.sadd(self.redis.key("repos"), name)
+        if uploadID is not None:
+            pipe.delete(self.engine.sessionKey(uploadID))
+        pipe.execute()
+
+    def rebuildBlobsBlocking(self, name: str, objects) -> int:
+        """
+        Restore Redis's record of the blobs repository C{name} holds from
+        a listing of its C{blobs/} keys (for the rebuild after Redis lost
+        its data).  Keys that are not C{blobs/<alg>/<hex>} of a valid digest
+        are skipped.  Blocking.
+
+        @param objects: L{zotwist.storage.s3.objects.ObjectInfo}s.
+        @return: how many blobs were recorded.
+        """
+        prefix = self.repoKey(name, "blobs") + "/"
+        found = {}
+        for info in objects:
+            if not info.key.startswith(prefix):
+                continue
+            algorithm, _, encoded = info.key[len(prefix):].partition("/")
+            digest = f"{algorithm}:{encoded}"
+            try:
+                oci.parseDigest(digest)
+            except RegistryError:
+                continue
+            found[digest] = info.size
+        if found:
+            pipe = self.redis.redis.pipeline(transaction=False)
+            pipe.hset(self.blobsKey(name), mapping=found)
+            for digest in found:
+                pipe.sadd(self.holdersKey(digest), name)
+            pipe.sadd(self.redis.key("repos"), name)
+            pipe.execute()
+        return len(found)
+
+    def rebuildBlobs(self, name: str, objects) -> Deferred:
+        """
+        L{rebuildBlobsBlocking} in the thread pool.
+        """
+        return self._runner.run(self.rebuildBlobsBlocking, name, list(objects))
+
+    # -- blobs -----------------------------------------------------------------------
+
+    async def statBlob(self, name: str, digest: str) -> int | None:
+        oci.parseDigest(digest)
+        key = self.blobsKey(name)
+        size = await self.redis.run(lambda r: r.hget(key, digest))
+        return None if size is None else int(size)
+
+    async def openBlob(self, name: str, digest: str) -> S3BlobReader:
+        size = await self.statBlob(name, digest)
+        if size is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        return S3BlobReader(self.objects, self.blobKey(name, digest), size)
+
+    async def blobURL(self, name: str, digest: str, expires: int = PRESIGN_EXPIRY) -> str:
+        """
+        A presigned GET URL of the blob, for C{redirectBlobURL}.
+
+        @raise RegistryError: C{BLOB_UNKNOWN} when the repository does not
+            hold it.
+        """
+        if await self.statBlob(name, digest) is None:
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        return await self.objects.presign(self.blobKey(name, digest), expires)
+
+    async def deleteBlob(self, name: str, digest: str) -> None:
+        oci.parseDigest(digest)
+        blobs, holders = self.blobsKey(name), self.holdersKey(digest)
+
+        def forget(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.hdel(blobs, digest)
+            pipe.srem(holders, name)
+            return pipe.execute()[0]
+
+        if not await self.redis.run(forget):
+            raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        await self.objects.delete(self.blobKey(name, digest))
+
+    async def mountBlob(
+        self, name: str, digest: str, fromName: str | None, mayRead=None
+    ) -> int | None:
+        """
+        Copy the blob on the server from a repository that holds it (and
+        that C{mayRead} accepts): no byte passes through this process, and
+        each repository stays a self-contained layout.
+        """
+        existing = await self.statBlob(name, digest)
+        if existing is not None:
+            return existing
+        if fromName is not None:
+            candidates = [fromName]
+        else:
+            holders = self.holdersKey(digest)
+            members = await self.redis.run(lambda r: r.smembers(holders))
+            candidates = sorted(m.decode() for m in members)
+        if mayRead is not None:
+            candidates = [c for c in candidates if mayRead(c)]
+        for candidate in candidates:
+            if candidate == name:
+                continue
+            size = await self.statBlob(candidate, digest)
+            if size is None:
+                continue
+            try:
+                await self._runner.run(self._copyBlob, candidate, name, digest, size)
+            except KeyError:
+                self._log.warn(
+                    "{digest} is recorded in {repo} but its object is missing",
+                    digest=digest, repo=candidate,
+                )
+                continue
+            return size
+        return None
+
+    def _copyBlob(self, source: str, name: str, digest: str, size: int) -> None:
+        """
+        Blocking: the server-side copy of a mount, then its record.
+        """
+        self.objects.blocking.copy(self.blobKey(source, digest), self.blobKey(name, digest), size)
+        self._published(name, digest, size)
+
+    # -- uploads -----------------------------------------------------------------------
+
+    async def startUpload(self, name: str, algorithm: str) -> str:
+        oci.validateAlgorithm(algorithm)
+        uploadID = newUploadID()
+        await self.redis.run(self.engine.create, uploadID, UploadState.fresh(name, algorithm))
+        return uploadID
+
+    async def uploadStatus(self, name: str, uploadID: str) -> int:
+        checkUploadID(uploadID)
+        found = await self.redis.run(self.engine.peek, uploadID)
+        if found is None or found[0] != name:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+        return found[1]
+
+    async def cancelUpload(self, name: str, uploadID: str) -> None:
+        checkUploadID(uploadID)
+        await self._runner.run(self._cancel, name, uploadID)
+
+    def _cancel(self, name: str, uploadID: str) -> None:
+        """
+        Blocking: end the session (under its lock when it can be had: a
+        request still streaming into it finds it gone and saves nothing),
+        then discard its parts.
+        """
+        r = self.redis.redis
+        token = self.engine.acquire(r, uploadID)
+        try:
+            state = self.engine.load(r, name, uploadID)
+            r.delete(self.engine.sessionKey(uploadID))
+        finally:
+            if token is not None:
+                self.engine.release(r, uploadID, token)
+        self.engine.discard(state, uploadID)
+
+    def writerForSession(self, name: str, uploadID: str, start, length) -> SessionS3Writer:
+        checkUploadID(uploadID)
+        return SessionS3Writer(self._uploadRunner, self.engine, name, uploadID, start)
+
+    def writerForMonolithic(self, name: str, algorithm: str, length) -> MonolithicS3Writer:
+        oci.validateAlgorithm(algorithm)
+        return MonolithicS3Writer(self._uploadRunner, self.engine, name, algorithm)
+
+    async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
+        oci.parseDigest(digest)
+        checkUploadID(uploadID)
+        if isinstance(writer, SessionS3Writer):
+            # Saves the body's bytes into the session first: a wrong digest
+            # leaves the session as it was, this body included.
+            await writer.flushed()
+            state, token = writer.takeOver()
+        else:
+            if writer is not None and getattr(writer, "rejection", None) is not None:
+                raise writer.rejection
+            state, token = await self._runner.run(self._lockAndLoad, name, uploadID)
+        try:
+            return await self._runner.run(self._complete, name, uploadID, digest, state)
+        finally:
+            await self.redis.run(self.engine.release, uploadID, token)
+
+    def _lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
+        """
+        Blocking: take the session's lock and load it.
+        """
+        r = self.redis.redis
+        token = self.engine.acquire(r, uploadID)
+        if token is None:
+            if self.engine.peek(r, uploadID) is None:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID",
+                message="another request is writing to this upload",
+                status=416,
+            )
+        try:
+            return self.engine.load(r, name, uploadID), token
+        except BaseException:
+            self.engine.release(r, uploadID, token)
+            raise
+
+    def _verify(self, state: UploadState, digest: str) -> None:
+        """
+        @raise RegistryError: C{DIGEST_INVALID} unless the content hashes to
+            C{digest}.
+        """
+        algorithm, _ = oci.parseDigest(digest)
+        if algorithm != state.algorithm:
+            raise RegistryError(
+                "DIGEST_INVALID",
+                message=f"this upload was hashed with {state.algorithm}; "
+                f"open it with ?digest-algorithm={algorithm} to use {algorithm}",
+                detail={"expected": digest},
+            )
+        actual = state.digest()
+        if actual != digest:
+            raise RegistryError("DIGEST_INVALID", detail={"expected": digest, "actual": actual})
+
+    def _complete(self, name: str, uploadID: str, digest: str, state: UploadState) -> int:
+        """
+        Blocking: verify, publish under the digest, end the session.
+        """
+        self._verify(state, digest)
+        if self._alreadyHeld(name, digest, state.offset):
+            self.engine.discard(state, uploadID)
+        else:
+            self.engine.assemble(state, uploadID, self.blobKey(name, digest))
+        self._published(name, digest, state.offset, uploadID)
+        return state.offset
+
+    def _alreadyHeld(self, name: str, digest: str, size: int) -> bool:
+        """
+        Whether C{name} holds C{digest} already (a re-push): then the upload
+        is dropped instead of copied over identical bytes.
+        """
+        held = self.redis.redis.hget(self.blobsKey(name), digest)
+        return held is not None and int(held) == size
+
+    async def commitMonolithic(self, name: str, digest: str, writer) -> int:
+        oci.parseDigest(digest)
+        await writer.flushed()
+        state = writer.upload
+        self._verify(state, digest)
+        return await self._runner.run(self._commit, name, digest, writer)
+
+    def _commit(self, name: str, digest: str, writer: MonolithicS3Writer) -> int:
+        """
+        Blocking: publish a verified single-request upload.
+        """
+        state = writer.upload
+        if self._alreadyHeld(name, digest, state.offset):
+            self.engine.discard(state, writer.uploadID)
+        else:
+            self.engine.assemble(state, writer.uploadID, self.blobKey(name, digest))
+        writer.committed = True
+        self._published(name, digest, state.offset)
+        return state.offset

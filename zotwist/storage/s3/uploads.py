@@ -1,0 +1,562 @@
+# -*- test-case-name: tests.test_s3_blobs -*-
+"""
+Upload bodies streamed into S3 multipart uploads, with the session's state
+in Redis so that any instance can continue it.
+
+An upload's bytes are hashed as they arrive and collected into parts of
+L{PART_SIZE}; each full part is sent with UploadPart from a pool thread to the
+multipart upload of C{<root>/.uploads/<id>/data}.  What has not filled a part
+yet (the I{tail}, less than one part) and the running hash's state (see
+L{zotwist.storage.s3.hashing}) are saved in the session's Redis hash after
+every request, with the offset, the multipart UploadId and the parts sent:
+the next PATCH, on whichever instance, loads them and continues.
+
+A session is written by one request at a time: a request takes the
+session's lock in Redis (waiting up to L{LOCK_WAIT} seconds for the previous
+request's instance to let go), keeps it while its body streams, and saves the
+state only while it still holds it, so a request whose lock expired (a stalled
+or dead instance) cannot overwrite a later one's progress.
+
+At most one part plus the writer's queue (L{zotwist.storage.writers.HIGH_WATER},
+beyond which the client's connection is paused) is in memory per upload.
+"""
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from zotwist import oci
+from zotwist.errors import RegistryError
+from zotwist.storage.s3.hashing import ResumableHash
+from zotwist.storage.writers import QueuedWriter
+
+#: Bytes per multipart part (S3's minimum is 5 MiB except for the last
+#: part; at most 10000 parts, so an upload may hold up to 78 GiB).
+PART_SIZE = 8 * 1024 * 1024
+#: S3's limit on the number of parts.
+MAX_PARTS = 10000
+#: Milliseconds a session lock lives without being refreshed: the longest a
+#: dead instance keeps others from continuing its sessions.
+LOCK_TTL_MS = 60_000
+#: Seconds a request waits for the previous request on the same session to
+#: release it (its instance answers the client before it lets go).
+LOCK_WAIT = 15.0
+#: Seconds a session lives in Redis after its last change, unless the
+#: store sets another (gcDelay plus a day, by the design).
+DEFAULT_SESSION_TTL = 86400 + 3600
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+#: Refresh a lock's expiry, if it is still ours.
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+#: Release a lock, if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+#: Save a session's fields, only while holding its lock and only if the
+#: session still exists (a cancel or completion elsewhere ended it).
+_SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def checkUploadID(uploadID: str) -> str:
+    """
+    @raise RegistryError: C{BLOB_UPLOAD_UNKNOWN} for anything that is not a
+        session id this store makes (so no client string reaches a key).
+    """
+    if not _UPLOAD_ID.match(uploadID):
+        raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID[:100]})
+    return uploadID
+
+
+def newUploadID() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class UploadState:
+    """
+    Everything about an upload but the parts already in S3.
+
+    @ivar offset: bytes received so far.
+    @ivar mpu: the S3 multipart UploadId, or L{None} before the first part.
+    @ivar parts: C{[number, etag, size]} of each part sent, in order.
+    @ivar tail: received bytes not yet sent (less than one part).
+    """
+
+    repo: str
+    algorithm: str
+    hasher: ResumableHash
+    offset: int = 0
+    mpu: str | None = None
+    parts: list = field(default_factory=list)
+    tail: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    def fresh(cls, repo: str, algorithm: str) -> "UploadState":
+        return cls(repo, algorithm, ResumableHash(algorithm))
+
+    def fields(self) -> dict:
+        """
+        The Redis hash fields of this state.
+        """
+        return {
+            "repo": self.repo,
+            "algorithm": self.algorithm,
+            "offset": str(self.offset),
+            "mpu": self.mpu or "",
+            "parts": json.dumps(self.parts),
+            "hashstate": self.hasher.state(),
+            "tail": bytes(self.tail),
+            "updated": str(int(time.time())),
+        }
+
+    @classmethod
+    def fromFields(cls, fields: dict) -> "UploadState":
+        """
+        The state saved by L{fields} (keys and values as bytes, as redis-py
+        returns them).
+
+        @raise ValueError: when something is missing or malformed.
+        """
+        try:
+            algorithm = oci.validateAlgorithm(fields[b"algorithm"].decode())
+            hasher = ResumableHash.fromState(fields[b"hashstate"])
+            if hasher.algorithm != algorithm:
+                raise ValueError("hash state of another algorithm")
+            return cls(
+                repo=fields[b"repo"].decode(),
+                algorithm=algorithm,
+                hasher=hasher,
+                offset=int(fields[b"offset"]),
+                mpu=fields.get(b"mpu", b"").decode() or None,
+                parts=json.loads(fields.get(b"parts", b"[]")),
+                tail=bytearray(fields.get(b"tail", b"")),
+            )
+        except (KeyError, TypeError, UnicodeDecodeError, RegistryError) as e:
+            raise ValueError(f"malformed upload session: {e!r}") from e
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.hasher.hexdigest()}"
+
+
+class UploadEngine:
+    """
+    The blocking half of uploads, shared by every writer of one store:
+    sending parts, and the session's Redis records and lock.  All methods
+    block: call them in pool threads.
+    """
+
+    def __init__(self, objects, redis, uploadKey, sessionTTL: int = DEFAULT_SESSION_TTL):
+        """
+        @param objects: an L{zotwist.storage.s3.objects.ObjectStore}.
+        @param redis: a L{zotwist.coordination.client.RedisClient}.
+        @param uploadKey: C{uploadID -> object key} of the multipart target.
+        """
+        self.objects = objects.blocking
+        self.redis = redis
+        self.uploadKey = uploadKey
+        self.sessionTTL = sessionTTL
+        r = redis.redis
+        self._refresh = r.register_script(_REFRESH)
+        self._release = r.register_script(_RELEASE)
+        self._save = r.register_script(_SAVE)
+
+    def sessionKey(self, uploadID: str) -> str:
+        return self.redis.key("upload", uploadID)
+
+    def lockKey(self, uploadID: str) -> str:
+        return self.redis.key("uploadlock", uploadID)
+
+    # -- parts ----------------------------------------------------------------
+
+    def feed(self, state: UploadState, uploadID: str, chunks) -> None:
+        """
+        Hash C{chunks} and add them to the state, sending every part that
+        fills up.  The state stays consistent if a send fails: the bytes
+        stay in the tail until their part was accepted.
+        """
+        for chunk in chunks:
+            state.hasher.update(chunk)
+            state.offset += len(chunk)
+            state.tail += chunk
+            while len(state.tail) >= PART_SIZE:
+                self.sendPart(state, uploadID, PART_SIZE)
+
+    def sendPart(self, state: UploadState, uploadID: str, size: int) -> None:
+        """
+        Send the first C{size} bytes of the tail as the next part.
+        """
+        key = self.uploadKey(uploadID)
+        if state.mpu is None:
+            state.mpu = self.objects.createMultipart(key)
+        number = len(state.parts) + 1
+        if number > MAX_PARTS:
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID", message="upload too large", status=413
+            )
+        data = bytes(state.tail[:size])
+        etag = self.objects.uploadPart(key, state.mpu, number, data)
+        state.parts.append([number, etag, size])
+        del state.tail[:size]
+
+    def assemble(self, state: UploadState, uploadID: str, target: str) -> None:
+        """
+        Put the upload's whole content under C{target}: one PutObject when no
+        part was sent (less than one part in all), else the tail as the last
+        part, CompleteMultipartUpload to the upload's own key and a
+        server-side copy to C{target}.  Safe to repeat after a failure.
+        """
+        if not state.parts:
+            self.objects.put(target, bytes(state.tail))
+            self.discard(state, uploadID)
+            return
+        key = self.uploadKey(uploadID)
+        if self.objects.head(key) != state.offset:
+            from botocore.exceptions import ClientError
+
+            parts = list(state.parts)
+            if state.tail:
+                number = len(parts) + 1
+                etag = self.objects.uploadPart(key, state.mpu, number, bytes(state.tail))
+                parts.append([number, etag, len(state.tail)])
+            try:
+                self.objects.completeMultipart(key, state.mpu, parts)
+            except ClientError:
+                # A completion that succeeded before a failure later on
+                # leaves no multipart upload, but the object.
+                if self.objects.head(key) != state.offset:
+                    raise
+        self.objects.copy(key, target, state.offset)
+        self.objects.delete(key)
+
+    def discard(self, state: UploadState | None, uploadID: str) -> None:
+        """
+        Remove what an upload left in S3: its multipart upload (and parts)
+        and its assembled object.  An upload that never sent a part left
+        nothing (L{None}: unknown, so look).
+        """
+        if state is not None and not state.mpu:
+            return
+        key = self.uploadKey(uploadID)
+        if state is not None:
+            self.objects.abortMultipart(key, state.mpu)
+        self.objects.delete(key)
+
+    # -- sessions ---------------------------------------------------------------
+
+    def create(self, r, uploadID: str, state: UploadState) -> None:
+        """
+        Record a new session.
+        """
+        key = self.sessionKey(uploadID)
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(key, mapping=state.fields())
+        pipe.expire(key, self.sessionTTL)
+        pipe.execute()
+
+    def peek(self, r, uploadID: str) -> tuple[str, int] | None:
+        """
+        The session's repository and offset, without its lock, or L{None}.
+        """
+        repo, offset = r.hmget(self.sessionKey(uploadID), ["repo", "offset"])
+        if repo is None or offset is None:
+            return None
+        return repo.decode(), int(offset)
+
+    def acquire(self, r, uploadID: str, wait: float = LOCK_WAIT) -> str | None:
+        """
+        Take the session's lock, waiting up to C{wait} seconds.
+
+        @return: the lock's token, or L{None} if it stayed taken.
+        """
+        token = uuid.uuid4().hex
+        key = self.lockKey(uploadID)
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            if r.set(key, token, nx=True, px=LOCK_TTL_MS):
+                return token
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def refresh(self, r, uploadID: str, token: str) -> bool:
+        """
+        Extend the lock's life.  @return: whether it was still ours.
+        """
+        return bool(
+            self._refresh(keys=[self.lockKey(uploadID)], args=[token, LOCK_TTL_MS], client=r)
+        )
+
+    def release(self, r, uploadID: str, token: str | None) -> None:
+        if token is None:
+            return
+        self._release(keys=[self.lockKey(uploadID)], args=[token], client=r)
+
+    def load(self, r, name: str, uploadID: str) -> UploadState:
+        """
+        The session's saved state (call while holding its lock).
+
+        @raise RegistryError: C{BLOB_UPLOAD_UNKNOWN} when there is no such
+            session in repository C{name}.
+        """
+        fields = r.hgetall(self.sessionKey(uploadID))
+        if not fields:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+        try:
+            state = UploadState.fromFields(fields)
+        except ValueError:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+        if state.repo != name:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+        return state
+
+    def save(self, r, uploadID: str, token: str, state: UploadState) -> None:
+        """
+        Save the state, if the lock is still ours and the session exists.
+
+        @raise RegistryError: C{BLOB_UPLOAD_INVALID} when the lock was lost
+            (another request took over) and C{BLOB_UPLOAD_UNKNOWN} when the
+            session ended meanwhile.
+        """
+        args = [token, self.sessionTTL]
+        for name, value in state.fields().items():
+            args += [name, value]
+        result = self._save(
+            keys=[self.lockKey(uploadID), self.sessionKey(uploadID)], args=args, client=r
+        )
+        if result == -1:
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID",
+                message="the upload was taken over by another request",
+                status=409,
+            )
+        if result == 0:
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+
+
+#: A stand-in file descriptor: L{QueuedWriter} drops data when its
+#: descriptor is None, and these writers have none (they write to S3).
+_NO_FILE = -1
+
+
+class S3UploadWriter(QueuedWriter):
+    """
+    An upload body streamed into S3 parts.  L{QueuedWriter} does the
+    queueing, back-pressure and flush notifications; each batch runs
+    L{UploadEngine.feed} in a pool thread.
+
+    @ivar upload: the L{UploadState}, or L{None} until loaded.
+    @ivar uploadID: the multipart target's upload id.
+    """
+
+    _log = Logger()
+
+    def __init__(self, runner, engine: UploadEngine, uploadID: str, upload: UploadState | None):
+        super().__init__(runner, _NO_FILE, None)
+        self.engine = engine
+        self.uploadID = uploadID
+        self.upload = upload
+
+    def _writeBatch(self, chunks: list[bytes]) -> None:
+        self.engine.feed(self.upload, self.uploadID, chunks)
+
+    def _release(self, fd) -> None:
+        """
+        The request is over and its queue empty (see subclasses).
+        """
+
+
+class MonolithicS3Writer(S3UploadWriter):
+    """
+    The body of a single-request upload (POST C{?digest=}).  Nothing is in
+    Redis: the request is the whole upload.  Unless L{committed}, what it
+    sent to S3 is discarded when the request ends.
+    """
+
+    def __init__(self, runner, engine: UploadEngine, name: str, algorithm: str):
+        super().__init__(runner, engine, newUploadID(), UploadState.fresh(name, algorithm))
+        self.committed = False
+
+    def _release(self, fd) -> None:
+        if not self.committed and self.upload.mpu is not None:
+            d = self._runner.run(self.engine.discard, self.upload, self.uploadID)
+            d.addErrback(lambda f: self._log.failure("Discarding an upload failed", f))
+
+
+class SessionS3Writer(S3UploadWriter):
+    """
+    A PATCH (or closing PUT) body appended to a session.
+
+    Created synchronously when the headers are in; at once it takes the
+    session's lock and loads the state in a pool thread, queueing the body
+    meanwhile (the load counts as the batch in flight).  A C{start} that does
+    not continue the session, or an unknown session, becomes the
+    L{rejection} (and L{flushed} fails with it).  L{flushed} saves the state
+    to Redis; the lock is let go when the request ends (or by the completion).
+
+    @ivar done: set once a completion took the session over.
+    """
+
+    def __init__(self, runner, engine: UploadEngine, name: str, uploadID: str, start):
+        super().__init__(runner, engine, uploadID, None)
+        self.name = name
+        self.start = start
+        self.token: str | None = None
+        self.done = False
+        self._dirty = False
+        self._saving: Deferred | None = None
+        self._refreshedAt = 0.0
+        # The load is the first batch: writes queue behind it.
+        self._inFlight = True
+        self._loading = self._runner.run(self._load)
+        self._loading.addCallbacks(self._loaded, self._loadFailed)
+
+    def _load(self) -> UploadState:
+        """
+        Blocking: take the lock, load the state.
+        """
+        r = self.engine.redis.redis
+        token = self.engine.acquire(r, self.uploadID)
+        if token is None:
+            if self.engine.peek(r, self.uploadID) is None:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": self.uploadID})
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID",
+                message="another request is writing to this upload",
+                status=416,
+            )
+        self.token = token
+        self._refreshedAt = time.monotonic()
+        try:
+            return self.engine.load(r, self.name, self.uploadID)
+        except BaseException:
+            self.token = None
+            self.engine.release(r, self.uploadID, token)
+            raise
+
+    def _loaded(self, upload: UploadState) -> None:
+        self.upload = upload
+        if self.start is not None and self.start != upload.offset:
+            self._reject(
+                RegistryError(
+                    "BLOB_UPLOAD_INVALID",
+                    message=f"chunk starts at {self.start} but the upload holds "
+                    f"{upload.offset} bytes",
+                    status=416,
+                    headers={"Range": f"0-{max(upload.offset - 1, 0)}"},
+                )
+            )
+        self._batchDone(None, 0)
+
+    def _loadFailed(self, failure) -> None:
+        if failure.check(RegistryError):
+            self._reject(failure.value)
+            self._batchDone(None, 0)
+        else:
+            self._batchFailed(failure)
+
+    def _reject(self, error: RegistryError) -> None:
+        """
+        Refuse the body: drop what queued, and let the client send the rest.
+        """
+        self.rejection = error
+        self._pending = []
+        self._pendingBytes = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _maybeStart(self) -> None:
+        if self.rejection is not None:
+            self._pending = []
+            self._pendingBytes = 0
+            return
+        super()._maybeStart()
+
+    def _writeBatch(self, chunks: list[bytes]) -> None:
+        self._dirty = True
+        super()._writeBatch(chunks)
+        if time.monotonic() - self._refreshedAt > LOCK_TTL_MS / 3000:
+            if not self.engine.refresh(self.engine.redis.redis, self.uploadID, self.token):
+                raise RegistryError(
+                    "BLOB_UPLOAD_INVALID",
+                    message="the upload was taken over by another request",
+                    status=409,
+                )
+            self._refreshedAt = time.monotonic()
+
+    def flushed(self) -> Deferred:
+        """
+        Everything received so far is hashed, sent or in the tail, and the
+        state is saved in Redis (so a status request anywhere sees it).
+        Fails with the L{rejection}, if any.
+        """
+        d = super().flushed()
+        d.addCallback(lambda _: self._saveIfDirty())
+        return d
+
+    def _saveIfDirty(self):
+        if self.rejection is not None:
+            raise self.rejection
+        if not self._dirty or self.done:
+            return self
+        self._dirty = False
+        d = self._runner.run(
+            self.engine.save, self.engine.redis.redis, self.uploadID, self.token, self.upload
+        )
+        d.addCallback(lambda _: self)
+        return d
+
+    def _release(self, fd) -> None:
+        """
+        The request ended: save what it brought (also when the client left
+        mid-body: those bytes are the session's progress, as with the local
+        store's append), then let go of the lock.
+        """
+        if self.done or self.token is None:
+            return
+        token, self.token = self.token, None
+        dirty = self._dirty and self.rejection is None and self._failure is None
+        self._dirty = False
+        upload = self.upload
+        r = self.engine.redis.redis
+
+        def finish():
+            try:
+                if dirty:
+                    self.engine.save(r, self.uploadID, token, upload)
+            finally:
+                self.engine.release(r, self.uploadID, token)
+
+        d = self._runner.run(finish)
+        d.addErrback(lambda f: self._log.failure("Saving an upload session failed", f))
+
+    def takeOver(self) -> tuple[UploadState, str]:
+        """
+        For the completion: the loaded state and the lock's token; the writer
+        will neither save nor release them any more.
+        """
+        self.done = True
+        token, self.token = self.token, None
+        return self.upload, token
