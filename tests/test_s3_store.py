@@ -25,6 +25,7 @@ from zotwist import oci
 from zotwist.coordination.client import RedisClient, storePrefix
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.storage.interfaces import IRegistryStore
+from zotwist.storage.s3.blobs import S3Blobs
 from zotwist.storage.s3.metadata import IndexWriteRefused
 from zotwist.storage.s3.objects import ObjectStore
 from zotwist.storage.s3.store import S3Store
@@ -70,12 +71,7 @@ class S3Case(TestCase):
             self.endpoint.secretKey, self.endpoint.region, False, False, True,
         )
         redis = RedisClient(self.redisEndpoint.url, self.runner, self.prefix)
-        try:
-            from zotwist.storage.s3.blobs import S3Blobs
-        except ImportError:  # until s3blobs lands: blobs are put directly
-            blobs = None
-        else:
-            blobs = S3Blobs(objects, redis, self.rootdirectory)
+        blobs = S3Blobs(objects, redis, self.rootdirectory)
         store = S3Store(
             objects, redis, blobs, self.runner, reactor, self.rootdirectory, **kwargs
         )
@@ -88,10 +84,6 @@ class S3Case(TestCase):
         Put C{data} into C{name} as a blob, the way a finished upload does.
         """
         digest = digestOf(data)
-        if store.blobs is None:
-            await store.metadata.putBlobBytes(name, digest, data)
-            await store._noteRepository(name)
-            return digest
         writer = store.writerForMonolithic(name, "sha256", len(data))
         writer.write(data)
         size = await store.commitMonolithic(name, digest, writer)
@@ -421,6 +413,7 @@ class RebuildTests(S3Case):
                 pushed[name] = (digest, body, blobs)
             await self.pushBlob(a, "blobsonly", b"just a blob")
             await a.putManifest("alpha", pushed["alpha"][1], oci.OCI_MANIFEST, "v2", [])
+            await a.putManifest("gamma", pushed["gamma"][1], oci.OCI_MANIFEST, "v2", [])
             before = {
                 "catalog": await a.catalog(),
                 "tags": {n: await a.listTags(n) for n in pushed},
@@ -449,9 +442,10 @@ class RebuildTests(S3Case):
             self.assertIsNotNone(await b.statBlob("blobsonly", digestOf(b"just a blob")))
             # Writes after the rebuild are conditional on the restored ETag.
             await b.putManifest("gamma", pushed["gamma"][1], oci.OCI_MANIFEST, "v3", [])
-            self.assertEqual(sorted(self.s3Tags("gamma")), ["v1", "v3"])
-            # The instance that ran through the flush answers as well.
-            self.assertEqual(await a.listTags("gamma"), ["v1", "v3"])
+            self.assertEqual(sorted(self.s3Tags("gamma")), ["v1", "v2", "v3"])
+            # The instance that ran through the flush answers as well: the
+            # version it cached before the flush never means other content.
+            self.assertEqual(await a.listTags("gamma"), ["v1", "v2", "v3"])
             self.assertEqual(await a.catalog(), before["catalog"])
 
         return ensureDeferred(run())

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from zotwist import oci
 from zotwist.errors import RegistryError
+from zotwist.storage.s3.metadata import firstVersion
 
 _log = Logger()
 
@@ -188,6 +189,6 @@ def _restore(r, redis, name: str, blobs: dict, found) -> None:
         data, etag = found
         pipe.set(redis.key("index", name), data)
         pipe.set(redis.key("indexetag", name), etag.strip('"'))
-        pipe.incr(redis.key("indexver", name))
+        pipe.set(redis.key("indexver", name), firstVersion())
     pipe.sadd(redis.key("repos"), name)
     pipe.execute()

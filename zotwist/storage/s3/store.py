@@ -258,9 +258,6 @@ class S3Store:
     async def repositoryExists(self, name: str) -> bool:
         return (await self._index(name)) is not None
 
-    async def _noteRepository(self, name: str) -> None:
-        await self.redis.run(lambda r: r.sadd(self.redis.key("repos"), name))
-
     # -- blob age, for the collector ----------------------------------------------------
 
     async def _touch(self, name: str, digests) -> None:
@@ -300,7 +297,6 @@ class S3Store:
     async def mountBlob(self, name: str, digest: str, fromName, mayRead=None):
         size = await self.blobs.mountBlob(name, digest, fromName, mayRead)
         if size is not None:
-            await self._noteRepository(name)
             await self._touch(name, [digest])
         return size
 
@@ -319,15 +315,12 @@ class S3Store:
     def writerForMonolithic(self, name: str, algorithm: str, length):
         return self.blobs.writerForMonolithic(name, algorithm, length)
 
-    async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
-        size = await self.blobs.completeUpload(name, uploadID, digest, writer)
-        await self._noteRepository(name)
-        return size
+    def completeUpload(self, name: str, uploadID: str, digest: str, writer):
+        # S3Blobs records the repository in the catalog with the blob.
+        return self.blobs.completeUpload(name, uploadID, digest, writer)
 
-    async def commitMonolithic(self, name: str, digest: str, writer) -> int:
-        size = await self.blobs.commitMonolithic(name, digest, writer)
-        await self._noteRepository(name)
-        return size
+    def commitMonolithic(self, name: str, digest: str, writer):
+        return self.blobs.commitMonolithic(name, digest, writer)
 
     def blobURL(self, name: str, digest: str):
         """
