@@ -169,6 +169,7 @@ class S3GarbageCollector:
 
         async def referencesOf(digest: str):
             if digest not in references:
+                await held.ensure()  # a repository of many manifests takes a while
                 body = await store._manifestBody(name, digest)
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]

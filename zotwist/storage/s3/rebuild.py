@@ -24,6 +24,7 @@ multipart uploads.
 
 import time
 
+from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -37,6 +38,8 @@ _log = Logger()
 REBUILD_LOCK = ".rebuild"
 #: Seconds between progress lines in the log.
 PROGRESS_INTERVAL = 2.0
+#: Repositories restored at once.
+PARALLEL = 8
 
 
 def classify(layoutRoot: str, key: str):
@@ -146,9 +149,10 @@ async def rebuild(store, held=None) -> dict:
         "Rebuild: {objects} objects listed, {repositories} repositories; restoring",
         objects=objects, repositories=len(repositories),
     )
-    blobCount = 0
-    last = time.monotonic()
-    for number, (name, blobs) in enumerate(sorted(repositories.items()), 1):
+    blobCount = sum(len(blobs) for blobs in repositories.values())
+    progress = {"done": 0, "last": time.monotonic()}
+
+    async def restore(name: str, blobs: dict) -> None:
         if held is not None:
             await held.ensure()
         async with store.locks.hold(name):
@@ -156,14 +160,25 @@ async def rebuild(store, held=None) -> dict:
             if name in withIndex:
                 found = await store.objects.getWithETag(layout.indexKey(name))
             await redis.run(_restore, redis, name, blobs, found)
-        blobCount += len(blobs)
+        progress["done"] += 1
         now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL:
-            last = now
+        if now - progress["last"] >= PROGRESS_INTERVAL:
+            progress["last"] = now
             _log.info(
                 "Rebuild: restored {done} of {total} repositories",
-                done=number, total=len(repositories),
+                done=progress["done"], total=len(repositories),
             )
+
+    # A few repositories at a time: each is a lock, a GET and a Redis
+    # transaction, mostly waiting on the network.
+    semaphore = DeferredSemaphore(PARALLEL)
+    await gatherResults(
+        [
+            semaphore.run(lambda n=name, b=blobs: ensureDeferred(restore(n, b)))
+            for name, blobs in sorted(repositories.items())
+        ],
+        consumeErrors=True,
+    )
     await redis.run(lambda r: r.set(redis.key("ready"), str(int(time.time()))))
     _log.info(
         "Rebuilt the Redis state: {repositories} repositories, {blobs} blobs "
