@@ -450,6 +450,39 @@ class RebuildTests(S3Case):
 
         return ensureDeferred(run())
 
+    def test_oneInstanceRebuildsOthersWait(self):
+        """
+        Three instances starting at once on an empty Redis: exactly one
+        rebuilds (the holder of the rebuild lock), the others wait for
+        C{ready}, and all three answer from the restored state.
+        """
+        from twisted.logger import globalLogPublisher
+
+        async def run():
+            a = await self.instance()
+            digest, _, _ = await self.pushImage(a, "shared", "v1", "shared")
+            self.redisEndpoint.flushall()
+            events = []
+
+            def observe(event):
+                text = event.get("log_format") or ""
+                if text.startswith("Rebuilt the Redis state") and event.get(
+                    "log_namespace", ""
+                ).startswith("zotwist.storage.s3.rebuild"):
+                    events.append(event)
+
+            globalLogPublisher.addObserver(observe)
+            self.addCleanup(globalLogPublisher.removeObserver, observe)
+            stores = await gatherResults(
+                [ensureDeferred(self.instance()) for _ in range(3)], consumeErrors=True
+            )
+            self.assertEqual(len(events), 1)
+            for store in stores:
+                self.assertEqual(await store.listTags("shared"), ["v1"])
+                self.assertEqual((await store.getManifest("shared", "v1"))[2], digest)
+
+        return ensureDeferred(run())
+
     def test_runningInstanceRebuildsOnItsOwn(self):
         """
         When Redis is flushed under a running instance, its next read
