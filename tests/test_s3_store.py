@@ -544,6 +544,30 @@ class FencingTests(S3Case):
 
         return ensureDeferred(run())
 
+    def test_lockNotObtained(self):
+        """
+        While another instance holds the repository lock for longer than a
+        change may wait, the change fails with a 503 the client may retry
+        (C{Retry-After}) and nothing is written; once the lock is free the
+        same change succeeds.
+        """
+
+        async def run():
+            a = await self.instance(lockWait=0.3)
+            b = await self.instance()
+            digest, body, _ = await self.pushImage(a, "held", "v1", "h")
+            holder = await b.locks.acquire("held")
+            with self.assertRaises(IndexWriteRefused) as raised:
+                await a.putManifest("held", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(raised.exception.status, 503)
+            self.assertEqual(raised.exception.headers, {"Retry-After": "1"})
+            self.assertEqual(sorted(self.s3Tags("held")), ["v1"])
+            await holder.release()
+            await a.putManifest("held", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(await b.listTags("held"), ["v1", "v2"])
+
+        return ensureDeferred(run())
+
     def test_currentHolderRereadsAfterStaleWrite(self):
         """
         When a paused ex-holder's write slipped into S3 just before the

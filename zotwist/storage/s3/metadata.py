@@ -228,8 +228,6 @@ class RepositoryMetadata:
         self._writerEntries: dict[str, tuple[str, IndexEntries]] = {}
         self._queues: dict[str, list] = {}
         self._writing: set[str] = set()
-        #: Called with no argument when a read finds Redis not ready.
-        self.onNotReady = None
 
     # -- keys ------------------------------------------------------------------
 
@@ -258,8 +256,6 @@ class RepositoryMetadata:
         )
         status = int(status)
         if status == -1:
-            if self.onNotReady is not None:
-                self.onNotReady()
             raise NotReady()
         if status == 0:
             self._cache.pop(name, None)
