@@ -37,8 +37,10 @@ from zotwist.storage.index import RepositoryIndex
 from zotwist.storage.interfaces import IRegistryStore
 from zotwist.storage.s3.metadata import NotReady, RepositoryMetadata, S3Layout
 
-#: Seconds the repository lock lives unless its holder extends it.
-LOCK_TTL = 30.0
+#: Seconds the repository lock lives unless its holder extends it (the
+#: holder extends it before each index write and while the collector works):
+#: also the longest a killed instance can hold up changes to a repository.
+LOCK_TTL = 10.0
 #: Seconds a change waits for the repository lock before answering 503.
 LOCK_WAIT = 60.0
 #: The leader lease's lifetime (renewed every third of it).
