@@ -570,6 +570,24 @@ class FencingTests(S3Case):
 
         return ensureDeferred(run())
 
+    def test_deadInstanceLockExpires(self):
+        """
+        An instance that died holding a repository's lock (it never
+        releases) holds up the others' changes only until the lock's TTL:
+        their pushes then succeed.
+        """
+
+        async def run():
+            dead = await self.instance(lockTTL=0.5)
+            alive = await self.instance()
+            digest, body, _ = await self.pushImage(alive, "orphaned", "v1", "o")
+            await dead.locks.acquire("orphaned")  # and then it dies
+            await alive.putManifest("orphaned", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(sorted(self.s3Tags("orphaned")), ["v1", "v2"])
+            self.assertEqual(await alive.listTags("orphaned"), ["v1", "v2"])
+
+        return ensureDeferred(run())
+
     def test_currentHolderRereadsAfterStaleWrite(self):
         """
         When a paused ex-holder's write slipped into S3 just before the
