@@ -27,7 +27,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.interfaces import IBlobReader
-from zotwist.storage.s3.objects import PreconditionFailed
+from zotwist.storage.s3.objects import READ_SIZE, PreconditionFailed
 from zotwist.storage.s3.uploads import (
     DEFAULT_SESSION_TTL,
     MonolithicS3Writer,
@@ -50,8 +50,10 @@ PRESIGN_EXPIRY = 600
 class S3BlobReader:
     """
     A blob in S3, read through one ranged GET: the first read opens it from
-    its offset to the end of the object, later reads continue it; a read at
-    another offset starts a new GET.  Reads run in the thread pool.
+    its offset to the end of the object (or, for a read shorter than
+    L{READ_SIZE}, just that range), later reads continue it; a read at
+    another offset, or past the end of that range, starts a new GET.  Reads
+    run in the thread pool.
 
     Deliberately no C{fileno}: the web layer uses C{sendfile} only for
     local files.
@@ -63,6 +65,7 @@ class S3BlobReader:
         self.size = size
         self._stream = None
         self._position: int | None = None
+        self._end = -1
 
     def read(self, offset: int, length: int) -> Deferred:
         return self._objects.runner.run(self._read, offset, length)
@@ -73,12 +76,17 @@ class S3BlobReader:
         """
         if offset >= self.size or length <= 0:
             return b""
-        if self._stream is None or self._position != offset:
+        if self._stream is None or self._position != offset or offset > self._end:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+            # A first read shorter than the read size is a whole small range
+            # (the producer asks for min(1 MiB, what remains)): ask S3 for
+            # just that, so the connection can be reused afterwards.
+            end = offset + length - 1 if length < READ_SIZE else None
             try:
-                self._stream = self._objects.blocking.openStream(self._key, offset)
+                self._stream = self._objects.blocking.openStream(self._key, offset, end)
+                self._end = self.size - 1 if end is None else end
             except KeyError:
                 raise OSError(f"the object {self._key} is missing")
             self._position = offset
@@ -118,10 +126,17 @@ class S3Blobs:
         uploadRunner=None,
         sessionTTL: int = DEFAULT_SESSION_TTL,
         layout=None,
+        partRunner=None,
+        reactor=None,
     ):
         """
         @param uploadRunner: where upload bodies are hashed and sent (the
             objects' runner when not given).
+        @param partRunner: a L{zotwist.threads.ThreadPoolRunner} of its own
+            (not C{uploadRunner}) to send parts in while the next bytes are
+            hashed; without one, parts are sent between hashing (slower).
+        @param reactor: the clock that keeps session locks alive (the
+            global reactor when not given).
         @param sessionTTL: seconds an upload session lives after its last
             change (zot's C{gcDelay} plus a day).
         """
@@ -131,7 +146,18 @@ class S3Blobs:
         self._prefix = f"{self.root}/" if self.root else ""
         self._runner = objects.runner
         self._uploadRunner = uploadRunner or objects.runner
-        self.engine = UploadEngine(objects, redis, self.uploadKey, sessionTTL)
+        if partRunner is not None and partRunner in (self._uploadRunner, objects.runner):
+            # A writer waits for its part: in one pool, writers waiting for
+            # parts queued behind them would deadlock it.
+            raise ValueError("partRunner must be a pool of its own")
+        self.engine = UploadEngine(
+            objects,
+            redis,
+            self.uploadKey,
+            sessionTTL,
+            partPool=None if partRunner is None else partRunner.pool,
+            clock=reactor,
+        )
         self._layouts: set[str] = set()
         self.layout = layout or self.ensureLayoutBlocking
 
@@ -365,15 +391,20 @@ class S3Blobs:
             # Saves the body's bytes into the session first: a wrong digest
             # leaves the session as it was, this body included.
             await writer.flushed()
-            state, token = writer.takeOver()
+            state, token, keeper = writer.takeOver()
         else:
             if writer is not None and getattr(writer, "rejection", None) is not None:
                 raise writer.rejection
             state, token = await self._runner.run(self._lockAndLoad, name, uploadID)
+            keeper = self.engine.keep(uploadID, token)
         try:
             return await self._runner.run(self._complete, name, uploadID, digest, state)
         finally:
-            await self.redis.run(self.engine.release, uploadID, token)
+            try:
+                await self.redis.run(self.engine.release, uploadID, token)
+            finally:
+                if keeper is not None:
+                    keeper.stop()
 
     def _lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
         """
