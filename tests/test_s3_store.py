@@ -385,10 +385,28 @@ class S3StoreTests(S3Case):
             await store.startService()
             self.addCleanup(lambda: ensureDeferred(store.stopService()))
             other = await self.instance()
-            digest, _, _ = await self.pushImage(other, "cfg", "v1", "c")
+            digest, body, _ = await self.pushImage(other, "cfg", "v1", "c")
             self.assertEqual(await store.listTags("cfg"), ["v1"])
             self.assertEqual(store.redis.prefix, self.prefix)
             self.assertEqual(store.root, section["rootDirectory"])
+            # A chunked upload through it, bigger than one S3 part.
+            data = os.urandom(6 * 1024 * 1024 + 17)
+            uploadID = await store.startUpload("cfg", "sha256")
+            for start in range(0, len(data), 4 * 1024 * 1024):
+                chunk = data[start:start + 4 * 1024 * 1024]
+                writer = store.writerForSession("cfg", uploadID, start, len(chunk))
+                writer.write(chunk)
+                await writer.flushed()
+                writer.close()
+            self.assertEqual(
+                await store.completeUpload("cfg", uploadID, digestOf(data), None), len(data)
+            )
+            self.assertEqual(await other.statBlob("cfg", digestOf(data)), len(data))
+            ttl = self.redis.ttl(self.key("upload", await store.startUpload("cfg", "sha256")))
+            self.assertGreater(ttl, 86400)
+            self.assertLessEqual(ttl, 86400 + 3600)
+            await store.stopService()
+            self.assertEqual([r.running for r in store._ownedRunners], [False])
 
         return ensureDeferred(run())
 
