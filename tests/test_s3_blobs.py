@@ -96,7 +96,8 @@ class Instance:
         endpoint = cephS3()
         self.runner = ThreadPoolRunner(reactor, name="s3-test")
         self.uploadRunner = ThreadPoolRunner(reactor, name="s3-upload-test")
-        for runner in (self.runner, self.uploadRunner):
+        self.partRunner = ThreadPoolRunner(reactor, name="s3-part-test")
+        for runner in (self.runner, self.uploadRunner, self.partRunner):
             runner.startService()
             testCase.addCleanup(runner.stopService)
         self.objects = ObjectStore(
@@ -111,7 +112,13 @@ class Instance:
         )
         self.redis = RedisClient(redisServer().url, self.runner, storePrefix(bucket, ROOT))
         testCase.addCleanup(self.redis.close)
-        self.blobs = S3Blobs(self.objects, self.redis, "/" + ROOT, uploadRunner=self.uploadRunner)
+        self.blobs = S3Blobs(
+            self.objects,
+            self.redis,
+            "/" + ROOT,
+            uploadRunner=self.uploadRunner,
+            partRunner=self.partRunner,
+        )
         self.site = RegistrySite(BlobsOnlyStore(self.blobs))
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         testCase.addCleanup(port.stopListening)
@@ -292,6 +299,12 @@ async def finishUploadWith(instance, location: str, digest: str, data: bytes):
     )
     await response.content()
     return response
+
+
+def sleep(seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds)
 
 
 async def waitFor(predicate, timeout: float = 10.0) -> None:
@@ -519,6 +532,116 @@ class ChunkedTests(S3BlobsTestCase):
         await self.a.redis.run(engine.release, uploadID, token)
         await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
 
+    async def test_concurrentPatches(self):
+        """
+        Two PATCHes claiming the same range of one session, sent at once to
+        two instances: the session lock orders them, so one is appended
+        (202) and the other, finding the session moved on, is refused (416);
+        the upload completes with the accepted chunk's bytes only.
+        """
+        from twisted.internet.defer import gatherResults
+
+        first, second = os.urandom(6 * MiB), os.urandom(6 * MiB)
+        location = await startUpload(self.a, REPO)
+
+        async def send(instance, data):
+            response = await request(
+                instance, "PATCH", location.replace(self.a.url, instance.url), data=data,
+                headers={"Content-Type": OCTET_STREAM, "Content-Range": f"0-{len(data) - 1}"},
+            )
+            await response.content()
+            return response.code
+
+        codes = await gatherResults(
+            [
+                Deferred.fromCoroutine(send(self.b, first)),
+                Deferred.fromCoroutine(send(self.c, second)),
+            ]
+        )
+        self.assertEqual(sorted(codes), [202, 416])
+        accepted = first if codes[0] == 202 else second
+        response = await finishUpload(self.a, location, sha256(accepted))
+        await expect(response, 201, "closing PUT")
+        self.assertPublished(REPO, accepted)
+
+    async def test_completeWithoutWriter(self):
+        """
+        L{S3Blobs.completeUpload} without a closing request's writer (the
+        store's own callers) locks and loads the session itself; a wrong
+        digest leaves it as it was.
+        """
+        from zotwist.errors import RegistryError
+
+        data = os.urandom(9 * MiB + 10)
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        await patchChunk(self.a, location, data, 0, len(data))
+        with self.assertRaises(RegistryError) as caught:
+            await self.b.blobs.completeUpload(REPO, uploadID, sha256(b"no"), None)
+        self.assertEqual(caught.exception.code, "DIGEST_INVALID")
+        self.assertEqual(await self.c.blobs.uploadStatus(REPO, uploadID), len(data))
+        self.assertIsNone(self.r.get(self.b.blobs.engine.lockKey(uploadID)))
+        size = await self.b.blobs.completeUpload(REPO, uploadID, sha256(data), None)
+        self.assertEqual(size, len(data))
+        self.assertPublished(REPO, data)
+        with self.assertRaises(RegistryError) as caught:
+            await self.b.blobs.completeUpload(REPO, uploadID, sha256(data), None)
+        self.assertEqual(caught.exception.code, "BLOB_UPLOAD_UNKNOWN")
+
+    async def test_sessionExpiry(self):
+        """
+        A session's Redis record expires a day and an hour (by default)
+        after its last change, and each change renews it.
+        """
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        key = self.prefix + f"upload:{uploadID}"
+        ttl = uploadsModule.DEFAULT_SESSION_TTL
+        self.assertTrue(ttl - 60 < self.r.ttl(key) <= ttl)
+        self.r.expire(key, 100)
+        await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
+        self.assertTrue(ttl - 60 < self.r.ttl(key) <= ttl)
+
+    async def test_deadInstanceLockExpires(self):
+        """
+        A session lock left by an instance that died (never refreshed,
+        never released) expires, and a PATCH on another instance that was
+        waiting for it then goes through.
+        """
+        self.patch(uploadsModule, "LOCK_TTL_MS", 1000)
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        dead = await self.a.redis.run(self.a.blobs.engine.acquire, uploadID)
+        self.assertIsNotNone(dead)
+        location = await patchChunk(self.b, location.replace(self.a.url, self.b.url), b"abc", 0, 3)
+        self.assertEqual(int(self.session(uploadID)[b"offset"]), 3)
+
+    async def test_longRequestKeepsItsLock(self):
+        """
+        A request that holds a session longer than the lock's lifetime keeps
+        it (its keeper refreshes it), and lets go when it ends.
+        """
+        from tests.procsupport import waitUntil
+
+        self.patch(uploadsModule, "LOCK_TTL_MS", 600)
+        self.patch(uploadsModule, "LOCK_REFRESH", 0.15)
+        blobs = self.a.blobs
+        uploadID = await blobs.startUpload(REPO, "sha256")
+        writer = blobs.writerForSession(REPO, uploadID, 0, None)
+        writer.write(b"abc")
+        await writer.flushed()
+        lockKey = blobs.engine.lockKey(uploadID)
+        for _ in range(3):
+            await sleep(0.5)
+            self.assertEqual(self.r.get(lockKey), writer.token.encode())
+        writer.write(b"def")
+        await writer.flushed()
+        writer.close()
+        await waitUntil(lambda: self.r.get(lockKey) is None, 5, "the lock was not released")
+        self.assertEqual(await blobs.uploadStatus(REPO, uploadID), 6)
+        await sleep(0.5)
+        self.assertIsNone(self.r.get(lockKey))
+
     async def test_lostLockSavesNothing(self):
         """
         A writer whose lock was taken over (it expired while the instance
@@ -597,7 +720,7 @@ class BlobTests(S3BlobsTestCase):
         original = self.b.objects.blocking.openStream
 
         def recording(key, start, end=None):
-            opened.append(start)
+            opened.append((start, end))
             threads.append(threading.current_thread() is threading.main_thread())
             return original(key, start, end)
 
@@ -609,8 +732,10 @@ class BlobTests(S3BlobsTestCase):
         self.assertEqual(await reader.read(2 * MiB, MiB), data[2 * MiB :])
         self.assertEqual(await reader.read(len(data), 10), b"")
         reader.close()
-        self.assertEqual(opened, [0, 100, 2 * MiB])
-        self.assertEqual(threads, [False, False, False])
+        # 0: to the end; 100: just the 10 bytes asked for; 110: the next
+        # small read starts a GET of its own; 2 MiB: the rest.
+        self.assertEqual(opened, [(0, None), (100, 109), (110, 114), (2 * MiB, None)])
+        self.assertEqual(threads, [False] * 4)
 
     async def test_statFromRedisOnly(self):
         """
@@ -774,8 +899,13 @@ class BackpressureTests(S3BlobsTestCase):
         self.assertGreater(transport.pauses, 0)
         self.assertEqual(transport.pauses, transport.resumes)
         self.assertLessEqual(worst, HIGH_WATER + MiB)
-        self.assertLess(len(writer.upload.tail), uploadsModule.PART_SIZE)
-        self.assertEqual(len(writer.upload.parts), 5)
+        # Parts are sent while the next bytes are hashed: at most one part
+        # in flight beside less than a part of tail.
+        upload = writer.upload
+        sending = upload.sending[1] if upload.sending else 0
+        self.assertLess(len(upload.tail) - sending, uploadsModule.PART_SIZE)
+        self.assertLessEqual(sending, uploadsModule.PART_SIZE)
+        self.assertEqual(len(upload.parts) + (1 if sending else 0), 5)
         digest = "sha256:" + hasher.hexdigest()
         self.assertEqual(await self.a.blobs.commitMonolithic(REPO, digest, writer), 40 * MiB)
         writer.close()

@@ -20,7 +20,7 @@ from tests.apihelpers import descriptor, digestOf, imageManifest
 from tests.procsupport import waitUntil
 from tests.test_s3_store import CONFIG, LAYER, S3Case
 from zotwist import oci
-from zotwist.errors import ManifestBlobsUnknown
+from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.storage.gc import GarbageCollectionService
 from zotwist.storage.s3.gc import S3GarbageCollector
 
@@ -235,6 +235,9 @@ class S3GarbageCollectionTests(S3Case):
                 Bucket=self.bucket, Key=f"{root}/.uploads/{'c' * 32}/data", Body=b"x"
             )
             collector = S3GarbageCollector(store, 100, clock=later(1000))
+            # A real session S3Blobs opened: stale by the collector's clock.
+            stale = await store.startUpload("r", "sha256")
+            self.assertEqual(await store.uploadStatus("r", stale), 0)
             self.redis.hset(
                 self.key("upload", "b" * 32),
                 mapping={"repo": "r", "mpu": live["UploadId"], "updated": collector.clock()},
@@ -243,7 +246,10 @@ class S3GarbageCollectionTests(S3Case):
                 self.key("upload", "d" * 32), mapping={"repo": "r", "updated": 1}
             )
             removed = await collector.collectUploads()
-            self.assertEqual(removed, 2)
+            self.assertEqual(removed, 3)
+            with self.assertRaises(RegistryError) as raised:
+                await store.uploadStatus("r", stale)
+            self.assertEqual(raised.exception.code, "BLOB_UPLOAD_UNKNOWN")
             remaining = self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
             self.assertEqual([u["UploadId"] for u in remaining], [live["UploadId"]])
             self.assertNotEqual(orphan["UploadId"], live["UploadId"])

@@ -25,6 +25,7 @@ from zotwist import oci
 from zotwist.coordination.client import RedisClient, storePrefix
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.storage.interfaces import IRegistryStore
+from zotwist.storage.s3.blobs import S3Blobs
 from zotwist.storage.s3.metadata import IndexWriteRefused
 from zotwist.storage.s3.objects import ObjectStore
 from zotwist.storage.s3.store import S3Store
@@ -51,7 +52,7 @@ class S3Case(TestCase):
         self.addCleanup(self.runner.stopService)
         self.s3 = self.endpoint.client()
         self.redis = self.redisEndpoint.client()
-        self.addCleanup(self.redis.close)
+        self.addCleanup(lambda: self.redis.close())
         self.prefix = storePrefix(self.bucket, self.rootdirectory)
 
     def key(self, *parts: str) -> str:
@@ -70,12 +71,7 @@ class S3Case(TestCase):
             self.endpoint.secretKey, self.endpoint.region, False, False, True,
         )
         redis = RedisClient(self.redisEndpoint.url, self.runner, self.prefix)
-        try:
-            from zotwist.storage.s3.blobs import S3Blobs
-        except ImportError:  # until s3blobs lands: blobs are put directly
-            blobs = None
-        else:
-            blobs = S3Blobs(objects, redis, self.rootdirectory)
+        blobs = S3Blobs(objects, redis, self.rootdirectory)
         store = S3Store(
             objects, redis, blobs, self.runner, reactor, self.rootdirectory, **kwargs
         )
@@ -88,10 +84,6 @@ class S3Case(TestCase):
         Put C{data} into C{name} as a blob, the way a finished upload does.
         """
         digest = digestOf(data)
-        if store.blobs is None:
-            await store.metadata.putBlobBytes(name, digest, data)
-            await store._noteRepository(name)
-            return digest
         writer = store.writerForMonolithic(name, "sha256", len(data))
         writer.write(data)
         size = await store.commitMonolithic(name, digest, writer)
@@ -393,10 +385,28 @@ class S3StoreTests(S3Case):
             await store.startService()
             self.addCleanup(lambda: ensureDeferred(store.stopService()))
             other = await self.instance()
-            digest, _, _ = await self.pushImage(other, "cfg", "v1", "c")
+            digest, body, _ = await self.pushImage(other, "cfg", "v1", "c")
             self.assertEqual(await store.listTags("cfg"), ["v1"])
             self.assertEqual(store.redis.prefix, self.prefix)
             self.assertEqual(store.root, section["rootDirectory"])
+            # A chunked upload through it, bigger than one S3 part.
+            data = os.urandom(6 * 1024 * 1024 + 17)
+            uploadID = await store.startUpload("cfg", "sha256")
+            for start in range(0, len(data), 4 * 1024 * 1024):
+                chunk = data[start:start + 4 * 1024 * 1024]
+                writer = store.writerForSession("cfg", uploadID, start, len(chunk))
+                writer.write(chunk)
+                await writer.flushed()
+                writer.close()
+            self.assertEqual(
+                await store.completeUpload("cfg", uploadID, digestOf(data), None), len(data)
+            )
+            self.assertEqual(await other.statBlob("cfg", digestOf(data)), len(data))
+            ttl = self.redis.ttl(self.key("upload", await store.startUpload("cfg", "sha256")))
+            self.assertGreater(ttl, 86400)
+            self.assertLessEqual(ttl, 86400 + 3600)
+            await store.stopService()
+            self.assertEqual([r.running for r in store._ownedRunners], [False])
 
         return ensureDeferred(run())
 
@@ -421,6 +431,7 @@ class RebuildTests(S3Case):
                 pushed[name] = (digest, body, blobs)
             await self.pushBlob(a, "blobsonly", b"just a blob")
             await a.putManifest("alpha", pushed["alpha"][1], oci.OCI_MANIFEST, "v2", [])
+            await a.putManifest("gamma", pushed["gamma"][1], oci.OCI_MANIFEST, "v2", [])
             before = {
                 "catalog": await a.catalog(),
                 "tags": {n: await a.listTags(n) for n in pushed},
@@ -449,23 +460,59 @@ class RebuildTests(S3Case):
             self.assertIsNotNone(await b.statBlob("blobsonly", digestOf(b"just a blob")))
             # Writes after the rebuild are conditional on the restored ETag.
             await b.putManifest("gamma", pushed["gamma"][1], oci.OCI_MANIFEST, "v3", [])
-            self.assertEqual(sorted(self.s3Tags("gamma")), ["v1", "v3"])
-            # The instance that ran through the flush answers as well.
-            self.assertEqual(await a.listTags("gamma"), ["v1", "v3"])
+            self.assertEqual(sorted(self.s3Tags("gamma")), ["v1", "v2", "v3"])
+            # The instance that ran through the flush answers as well: the
+            # version it cached before the flush never means other content.
+            self.assertEqual(await a.listTags("gamma"), ["v1", "v2", "v3"])
             self.assertEqual(await a.catalog(), before["catalog"])
+
+        return ensureDeferred(run())
+
+    def test_oneInstanceRebuildsOthersWait(self):
+        """
+        Three instances starting at once on an empty Redis: exactly one
+        rebuilds (the holder of the rebuild lock), the others wait for
+        C{ready}, and all three answer from the restored state.
+        """
+        from twisted.logger import globalLogPublisher
+
+        async def run():
+            a = await self.instance()
+            digest, _, _ = await self.pushImage(a, "shared", "v1", "shared")
+            self.redisEndpoint.flushall()
+            events = []
+
+            def observe(event):
+                text = event.get("log_format") or ""
+                if text.startswith("Rebuilt the Redis state") and event.get(
+                    "log_namespace", ""
+                ).startswith("zotwist.storage.s3.rebuild"):
+                    events.append(event)
+
+            globalLogPublisher.addObserver(observe)
+            self.addCleanup(globalLogPublisher.removeObserver, observe)
+            stores = await gatherResults(
+                [ensureDeferred(self.instance()) for _ in range(3)], consumeErrors=True
+            )
+            self.assertEqual(len(events), 1)
+            for store in stores:
+                self.assertEqual(await store.listTags("shared"), ["v1"])
+                self.assertEqual((await store.getManifest("shared", "v1"))[2], digest)
 
         return ensureDeferred(run())
 
     def test_runningInstanceRebuildsOnItsOwn(self):
         """
-        When Redis is flushed under a running instance, its next read
-        rebuilds the state (nobody else is there to do it).
+        When Redis restarts empty under a running instance, its next read
+        reconnects and rebuilds the state (nobody else is there to do it).
         """
 
         async def run():
             a = await self.instance()
             digest, _, _ = await self.pushImage(a, "solo", "v1", "solo")
-            self.redisEndpoint.flushall()
+            self.redisEndpoint.restart()
+            self.redis.close()
+            self.redis = self.redisEndpoint.client()
             self.assertEqual(await a.listTags("solo"), ["v1"])
             self.assertEqual((await a.getManifest("solo", "v1"))[2], digest)
             self.assertTrue(self.redis.exists(self.key("ready")))
@@ -514,6 +561,48 @@ class FencingTests(S3Case):
             self.assertEqual(await a.listTags("fenced"), ["fresh", "v1"])
             self.assertEqual(await b.listTags("fenced"), ["fresh", "v1"])
             self.assertFalse(await stale.release())
+
+        return ensureDeferred(run())
+
+    def test_lockNotObtained(self):
+        """
+        While another instance holds the repository lock for longer than a
+        change may wait, the change fails with a 503 the client may retry
+        (C{Retry-After}) and nothing is written; once the lock is free the
+        same change succeeds.
+        """
+
+        async def run():
+            a = await self.instance(lockWait=0.3)
+            b = await self.instance()
+            digest, body, _ = await self.pushImage(a, "held", "v1", "h")
+            holder = await b.locks.acquire("held")
+            with self.assertRaises(IndexWriteRefused) as raised:
+                await a.putManifest("held", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(raised.exception.status, 503)
+            self.assertEqual(raised.exception.headers, {"Retry-After": "1"})
+            self.assertEqual(sorted(self.s3Tags("held")), ["v1"])
+            await holder.release()
+            await a.putManifest("held", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(await b.listTags("held"), ["v1", "v2"])
+
+        return ensureDeferred(run())
+
+    def test_deadInstanceLockExpires(self):
+        """
+        An instance that died holding a repository's lock (it never
+        releases) holds up the others' changes only until the lock's TTL:
+        their pushes then succeed.
+        """
+
+        async def run():
+            dead = await self.instance(lockTTL=0.5)
+            alive = await self.instance()
+            digest, body, _ = await self.pushImage(alive, "orphaned", "v1", "o")
+            await dead.locks.acquire("orphaned")  # and then it dies
+            await alive.putManifest("orphaned", body, oci.OCI_MANIFEST, "v2", [])
+            self.assertEqual(sorted(self.s3Tags("orphaned")), ["v1", "v2"])
+            self.assertEqual(await alive.listTags("orphaned"), ["v1", "v2"])
 
         return ensureDeferred(run())
 

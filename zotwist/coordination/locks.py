@@ -14,7 +14,9 @@ single-instance pattern:
    expired and was taken by someone else can neither free nor prolong the
    new holder's lock;
  - fencing: every successful acquisition also C{INCR}s C{fence:<repo>} in
-   the same script, so each holder gets a strictly larger number.  The lock
+   the same script, so each holder gets a strictly larger number (while
+   Redis keeps its data: a Redis restarted empty counts from 1 again, one
+   more reason the storage-level check below is what counts).  The lock
    alone cannot stop a holder that was paused past its TTL from writing
    late; what stops it is the storage refusing the late write.  For
    C{index.json} that is S3's conditional PUT (C{If-Match} on the ETag the
@@ -220,10 +222,15 @@ class FencedLocks:
         One attempt.  @return: the L{HeldLock}, or L{None} when taken.
         """
         token = newToken()
+        # The TTL runs from when Redis sets the key, which is after this
+        # moment: counting from here never overestimates what is left.
+        started = time.monotonic()
         fence = await self._runner.run(self._tryAcquire, name, token)
         if not fence:
             return None
-        return HeldLock(self, name, token, fence)
+        held = HeldLock(self, name, token, fence)
+        held.acquired = started
+        return held
 
     async def acquire(self, name: str, wait: float | None = None) -> HeldLock:
         """

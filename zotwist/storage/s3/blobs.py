@@ -27,7 +27,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.interfaces import IBlobReader
-from zotwist.storage.s3.objects import PreconditionFailed
+from zotwist.storage.s3.objects import READ_SIZE, PreconditionFailed
 from zotwist.storage.s3.uploads import (
     DEFAULT_SESSION_TTL,
     MonolithicS3Writer,
@@ -50,8 +50,10 @@ PRESIGN_EXPIRY = 600
 class S3BlobReader:
     """
     A blob in S3, read through one ranged GET: the first read opens it from
-    its offset to the end of the object, later reads continue it; a read at
-    another offset starts a new GET.  Reads run in the thread pool.
+    its offset to the end of the object (or, for a read shorter than
+    L{READ_SIZE}, just that range), later reads continue it; a read at
+    another offset, or past the end of that range, starts a new GET.  Reads
+    run in the thread pool.
 
     Deliberately no C{fileno}: the web layer uses C{sendfile} only for
     local files.
@@ -63,6 +65,7 @@ class S3BlobReader:
         self.size = size
         self._stream = None
         self._position: int | None = None
+        self._end = -1
 
     def read(self, offset: int, length: int) -> Deferred:
         return self._objects.runner.run(self._read, offset, length)
@@ -73,12 +76,17 @@ class S3BlobReader:
         """
         if offset >= self.size or length <= 0:
             return b""
-        if self._stream is None or self._position != offset:
+        if self._stream is None or self._position != offset or offset > self._end:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+            # A first read shorter than the read size is a whole small range
+            # (the producer asks for min(1 MiB, what remains)): ask S3 for
+            # just that, so the connection can be reused afterwards.
+            end = offset + length - 1 if length < READ_SIZE else None
             try:
-                self._stream = self._objects.blocking.openStream(self._key, offset)
+                self._stream = self._objects.blocking.openStream(self._key, offset, end)
+                self._end = self.size - 1 if end is None else end
             except KeyError:
                 raise OSError(f"the object {self._key} is missing")
             self._position = offset
@@ -118,10 +126,17 @@ class S3Blobs:
         uploadRunner=None,
         sessionTTL: int = DEFAULT_SESSION_TTL,
         layout=None,
+        partRunner=None,
+        reactor=None,
     ):
         """
         @param uploadRunner: where upload bodies are hashed and sent (the
             objects' runner when not given).
+        @param partRunner: a L{zotwist.threads.ThreadPoolRunner} of its own
+            (not C{uploadRunner}) to send parts in while the next bytes are
+            hashed; without one, parts are sent between hashing (slower).
+        @param reactor: the clock that keeps session locks alive (the
+            global reactor when not given).
         @param sessionTTL: seconds an upload session lives after its last
             change (zot's C{gcDelay} plus a day).
         """
@@ -131,7 +146,18 @@ class S3Blobs:
         self._prefix = f"{self.root}/" if self.root else ""
         self._runner = objects.runner
         self._uploadRunner = uploadRunner or objects.runner
-        self.engine = UploadEngine(objects, redis, self.uploadKey, sessionTTL)
+        if partRunner is not None and partRunner in (self._uploadRunner, objects.runner):
+            # A writer waits for its part: in one pool, writers waiting for
+            # parts queued behind them would deadlock it.
+            raise ValueError("partRunner must be a pool of its own")
+        self.engine = UploadEngine(
+            objects,
+            redis,
+            self.uploadKey,
+            sessionTTL,
+            partPool=None if partRunner is None else partRunner.pool,
+            clock=reactor,
+        )
         self._layouts: set[str] = set()
         self.layout = layout or self.ensureLayoutBlocking
 
@@ -331,24 +357,26 @@ class S3Blobs:
         return found[1]
 
     async def cancelUpload(self, name: str, uploadID: str) -> None:
+        """
+        End the session (under its lock when it can be had: a request still
+        streaming into it then finds it gone and saves nothing), then
+        discard its parts.
+        """
         checkUploadID(uploadID)
-        await self._runner.run(self._cancel, name, uploadID)
-
-    def _cancel(self, name: str, uploadID: str) -> None:
-        """
-        Blocking: end the session (under its lock when it can be had: a
-        request still streaming into it finds it gone and saves nothing),
-        then discard its parts.
-        """
-        r = self.redis.redis
-        token = self.engine.acquire(r, uploadID)
+        token = await self.engine.acquireAsync(uploadID)
         try:
-            state = self.engine.load(r, name, uploadID)
-            r.delete(self.engine.sessionKey(uploadID))
+            state = await self.redis.run(self._forget, name, uploadID)
         finally:
-            if token is not None:
-                self.engine.release(r, uploadID, token)
-        self.engine.discard(state, uploadID)
+            await self.redis.run(self.engine.release, uploadID, token)
+        await self._runner.run(self.engine.discard, state, uploadID)
+
+    def _forget(self, r, name: str, uploadID: str) -> UploadState:
+        """
+        Blocking: load and delete the session's record.
+        """
+        state = self.engine.load(r, name, uploadID)
+        r.delete(self.engine.sessionKey(uploadID))
+        return state
 
     def writerForSession(self, name: str, uploadID: str, start, length) -> SessionS3Writer:
         checkUploadID(uploadID)
@@ -365,35 +393,20 @@ class S3Blobs:
             # Saves the body's bytes into the session first: a wrong digest
             # leaves the session as it was, this body included.
             await writer.flushed()
-            state, token = writer.takeOver()
+            state, token, keeper = writer.takeOver()
         else:
             if writer is not None and getattr(writer, "rejection", None) is not None:
                 raise writer.rejection
-            state, token = await self._runner.run(self._lockAndLoad, name, uploadID)
+            state, token = await self.engine.lockAndLoad(name, uploadID)
+            keeper = self.engine.keep(uploadID, token)
         try:
             return await self._runner.run(self._complete, name, uploadID, digest, state)
         finally:
-            await self.redis.run(self.engine.release, uploadID, token)
-
-    def _lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
-        """
-        Blocking: take the session's lock and load it.
-        """
-        r = self.redis.redis
-        token = self.engine.acquire(r, uploadID)
-        if token is None:
-            if self.engine.peek(r, uploadID) is None:
-                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID",
-                message="another request is writing to this upload",
-                status=416,
-            )
-        try:
-            return self.engine.load(r, name, uploadID), token
-        except BaseException:
-            self.engine.release(r, uploadID, token)
-            raise
+            try:
+                await self.redis.run(self.engine.release, uploadID, token)
+            finally:
+                if keeper is not None:
+                    keeper.stop()
 
     def _verify(self, state: UploadState, digest: str) -> None:
         """

@@ -169,6 +169,7 @@ class S3GarbageCollector:
 
         async def referencesOf(digest: str):
             if digest not in references:
+                await held.ensure()  # a repository of many manifests takes a while
                 body = await store._manifestBody(name, digest)
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]
@@ -313,18 +314,28 @@ class S3GarbageCollector:
             for key in r.scan_iter(match=sessionPrefix + "*", count=500):
                 fields = r.hmget(key, ["updated", "mpu", "repo"])
                 uploadID = _text(key)[len(sessionPrefix):]
-                updated = float(fields[0]) if fields[0] is not None else 0.0
+                try:
+                    updated = float(fields[0]) if fields[0] is not None else 0.0
+                except ValueError:
+                    updated = 0.0
                 if updated >= cutoff:
                     live[uploadID] = _text(fields[1]) if fields[1] is not None else None
                 else:
-                    stale.append(key)
+                    repo = _text(fields[2]) if fields[2] is not None else None
+                    stale.append((key, uploadID, repo))
             return live, stale
 
         live, stale = await redis.run(sessions)
         removed = 0
-        if stale:
-            await redis.run(lambda r: r.delete(*stale))
-            removed += len(stale)
+        for key, uploadID, repo in stale:
+            # Through S3Blobs, which also aborts the session's multipart
+            # upload and drops its other keys; a record it cannot read is
+            # deleted here.
+            try:
+                await store.blobs.cancelUpload(repo, uploadID)
+            except Exception:
+                await redis.run(lambda r, key=key: r.delete(key))
+            removed += 1
         liveMPUs = {mpu for mpu in live.values() if mpu}
         for upload in await store.objects.listMultipart(prefix):
             uploadID = upload.key[len(prefix):].split("/", 1)[0]

@@ -76,9 +76,9 @@ return {3, v, redis.call('GET', KEYS[2]) or ''}
 """
 
 #: KEYS: lock, index, indexetag, indexver, repos; ARGV: lock token, base
-#: ETag ('' when the index was created), new bytes, new ETag, repository.
-#: Answers the new version, or 0 when refused (neither the lock holder nor
-#: based on what Redis has).
+#: ETag ('' when the index was created), new bytes, new ETag, repository,
+#: a first version (see L{firstVersion}).  Answers the new version, or 0
+#: when refused (neither the lock holder nor based on what Redis has).
 _RECORD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     local current = redis.call('GET', KEYS[3])
@@ -91,6 +91,10 @@ end
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[5])
+if redis.call('EXISTS', KEYS[4]) == 0 then
+    redis.call('SET', KEYS[4], ARGV[6])
+    return tonumber(ARGV[6])
+end
 return redis.call('INCR', KEYS[4])
 """
 
@@ -120,6 +124,18 @@ class NotReady(Exception):
     Redis holds no state for this store (first start, or restarted empty):
     it must be rebuilt from the bucket before it can answer.
     """
+
+
+def firstVersion() -> int:
+    """
+    The C{indexver} a repository starts from when Redis has none: the time
+    in microseconds.  Instances cache parsed indexes by version and trust
+    an equal version to mean equal content, so a version must never come
+    back with other content, even after Redis lost everything and counts
+    again: starting from the clock, the new versions are larger than any
+    counted before.
+    """
+    return int(time.time() * 1_000_000)
 
 
 def etagOf(data: bytes) -> str:
@@ -212,8 +228,6 @@ class RepositoryMetadata:
         self._writerEntries: dict[str, tuple[str, IndexEntries]] = {}
         self._queues: dict[str, list] = {}
         self._writing: set[str] = set()
-        #: Called with no argument when a read finds Redis not ready.
-        self.onNotReady = None
 
     # -- keys ------------------------------------------------------------------
 
@@ -242,8 +256,6 @@ class RepositoryMetadata:
         )
         status = int(status)
         if status == -1:
-            if self.onNotReady is not None:
-                self.onNotReady()
             raise NotReady()
         if status == 0:
             self._cache.pop(name, None)
@@ -254,9 +266,9 @@ class RepositoryMetadata:
             return cached[1]
         version = _text(version)
         index = parseIndex(data, (version,))
-        current = self._cache.get(name)
-        if current is None or _newer(version, current[0]):
-            self._cache[name] = (version, index)
+        # What Redis says now replaces the cache, newer or not: a version
+        # stands for one content, so an older one costs a parse, no more.
+        self._cache[name] = (version, index)
         return index
 
     async def catalog(self) -> list[str]:
@@ -444,16 +456,14 @@ class RepositoryMetadata:
                         self.key("indexver", name),
                         self.key("repos"),
                     ],
-                    args=[held.token, etag or "", data, newEtag, name],
+                    args=[held.token, etag or "", data, newEtag, name, firstVersion()],
                     client=r,
                 )
             )
             if version:
                 version = str(int(version))
                 self._writerEntries[name] = (newEtag, entries)
-                current = self._cache.get(name)
-                if current is None or _newer(version, current[0]):
-                    self._cache[name] = (version, entries.snapshot((version,)))
+                self._cache[name] = (version, entries.snapshot((version,)))
             else:
                 self._log.warn(
                     "Index of {name} written to S3 but Redis moved on meanwhile; "
@@ -462,14 +472,3 @@ class RepositoryMetadata:
                 )
             return outcomes
         raise IndexWriteRefused(name, f"S3 refused {_WRITE_ATTEMPTS} index writes")
-
-
-def _newer(version: str, than: str) -> bool:
-    try:
-        return int(version) > int(than)
-    except ValueError:
-        return True
-
-
-def now() -> float:
-    return time.time()

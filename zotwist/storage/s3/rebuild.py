@@ -24,11 +24,13 @@ multipart uploads.
 
 import time
 
+from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from zotwist import oci
 from zotwist.errors import RegistryError
+from zotwist.storage.s3.metadata import firstVersion
 
 _log = Logger()
 
@@ -36,6 +38,8 @@ _log = Logger()
 REBUILD_LOCK = ".rebuild"
 #: Seconds between progress lines in the log.
 PROGRESS_INTERVAL = 2.0
+#: Repositories restored at once.
+PARALLEL = 8
 
 
 def classify(layoutRoot: str, key: str):
@@ -145,9 +149,10 @@ async def rebuild(store, held=None) -> dict:
         "Rebuild: {objects} objects listed, {repositories} repositories; restoring",
         objects=objects, repositories=len(repositories),
     )
-    blobCount = 0
-    last = time.monotonic()
-    for number, (name, blobs) in enumerate(sorted(repositories.items()), 1):
+    blobCount = sum(len(blobs) for blobs in repositories.values())
+    progress = {"done": 0, "last": time.monotonic()}
+
+    async def restore(name: str, blobs: dict) -> None:
         if held is not None:
             await held.ensure()
         async with store.locks.hold(name):
@@ -155,14 +160,25 @@ async def rebuild(store, held=None) -> dict:
             if name in withIndex:
                 found = await store.objects.getWithETag(layout.indexKey(name))
             await redis.run(_restore, redis, name, blobs, found)
-        blobCount += len(blobs)
+        progress["done"] += 1
         now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL:
-            last = now
+        if now - progress["last"] >= PROGRESS_INTERVAL:
+            progress["last"] = now
             _log.info(
                 "Rebuild: restored {done} of {total} repositories",
-                done=number, total=len(repositories),
+                done=progress["done"], total=len(repositories),
             )
+
+    # A few repositories at a time: each is a lock, a GET and a Redis
+    # transaction, mostly waiting on the network.
+    semaphore = DeferredSemaphore(PARALLEL)
+    await gatherResults(
+        [
+            semaphore.run(lambda n=name, b=blobs: ensureDeferred(restore(n, b)))
+            for name, blobs in sorted(repositories.items())
+        ],
+        consumeErrors=True,
+    )
     await redis.run(lambda r: r.set(redis.key("ready"), str(int(time.time()))))
     _log.info(
         "Rebuilt the Redis state: {repositories} repositories, {blobs} blobs "
@@ -188,6 +204,6 @@ def _restore(r, redis, name: str, blobs: dict, found) -> None:
         data, etag = found
         pipe.set(redis.key("index", name), data)
         pipe.set(redis.key("indexetag", name), etag.strip('"'))
-        pipe.incr(redis.key("indexver", name))
+        pipe.set(redis.key("indexver", name), firstVersion())
     pipe.sadd(redis.key("repos"), name)
     pipe.execute()

@@ -37,8 +37,10 @@ from zotwist.storage.index import RepositoryIndex
 from zotwist.storage.interfaces import IRegistryStore
 from zotwist.storage.s3.metadata import NotReady, RepositoryMetadata, S3Layout
 
-#: Seconds the repository lock lives unless its holder extends it.
-LOCK_TTL = 30.0
+#: Seconds the repository lock lives unless its holder extends it (the
+#: holder extends it before each index write and while the collector works):
+#: also the longest a killed instance can hold up changes to a repository.
+LOCK_TTL = 10.0
 #: Seconds a change waits for the repository lock before answering 503.
 LOCK_WAIT = 60.0
 #: The leader lease's lifetime (renewed every third of it).
@@ -143,24 +145,33 @@ class S3Store:
         )
         self._manifestBodies = _LRU(64 * 1024 * 1024)
         self._manifestInfos = _LRU(20000)
-        self._referrers: dict[str, tuple] = {}
+        #: Thread pools this store made and starts and stops.
+        self._ownedRunners: list = []
         self._touched: dict[tuple, float] = {}
         self._rebuilding = None
         self._readyWaiters: list = []
         self.touchAfter: float | None = None
 
     @classmethod
-    def fromConfig(cls, storageConfig, runner, reactor) -> "S3Store":
+    def fromConfig(cls, storageConfig, runner, reactor, uploadRunner=None) -> "S3Store":
         """
         Build the store from zot's C{storage} section
         (L{zotwist.config.StorageConfig}): C{storageDriver} (C{name: s3},
         C{rootdirectory}, C{region}, C{regionendpoint}, C{bucket},
         C{accesskey}, C{secretkey}, C{secure}, C{skipverify},
-        C{forcepathstyle}) and C{cacheDriver} (C{name: redis}, C{url}).
+        C{forcepathstyle}) and C{cacheDriver} (C{name: redis}, C{url});
+        upload sessions live C{gcDelay} plus a day after their last change.
+
+        @param runner: the pool of S3 and Redis calls.
+        @param uploadRunner: the pool upload bodies are hashed and sent in
+            (the lower-priority C{upload} pool of the service), else
+            C{runner}.  The store adds a pool of its own to send parts in
+            while the next bytes are hashed, started and stopped with it.
         """
         from zotwist.coordination.client import RedisClient, storePrefix
         from zotwist.storage.s3.blobs import S3Blobs
         from zotwist.storage.s3.objects import ObjectStore
+        from zotwist.threads import ThreadPoolRunner
 
         driver = storageConfig.storageDriver or {}
         cache = storageConfig.cacheDriver or {}
@@ -182,11 +193,22 @@ class S3Store:
             _flag(_folded(driver, "forcepathstyle"), False),
         )
         redis = RedisClient(_folded(cache, "url"), runner, storePrefix(bucket, rootdirectory))
-        blobs = S3Blobs(objects, redis, rootdirectory)
-        return cls(
+        partRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="s3-parts")
+        blobs = S3Blobs(
+            objects,
+            redis,
+            rootdirectory,
+            uploadRunner=uploadRunner,
+            sessionTTL=int(storageConfig.gcDelay) + 86400,
+            partRunner=partRunner,
+            reactor=reactor,
+        )
+        store = cls(
             objects, redis, blobs, runner, reactor, rootdirectory,
             root=storageConfig.rootDirectory,
         )
+        store._ownedRunners.append(partRunner)
+        return store
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -196,9 +218,15 @@ class S3Store:
         when it does not (first start, Redis restarted empty), or wait for
         the instance that does.
         """
+        for runner in self._ownedRunners:
+            if not runner.running:
+                runner.startService()
         await self.ensureReady()
 
     async def stopService(self) -> None:
+        for runner in self._ownedRunners:
+            if runner.running:
+                runner.stopService()
         try:
             await self.redis.close()
         except Exception:
@@ -258,9 +286,6 @@ class S3Store:
     async def repositoryExists(self, name: str) -> bool:
         return (await self._index(name)) is not None
 
-    async def _noteRepository(self, name: str) -> None:
-        await self.redis.run(lambda r: r.sadd(self.redis.key("repos"), name))
-
     # -- blob age, for the collector ----------------------------------------------------
 
     async def _touch(self, name: str, digests) -> None:
@@ -300,7 +325,6 @@ class S3Store:
     async def mountBlob(self, name: str, digest: str, fromName, mayRead=None):
         size = await self.blobs.mountBlob(name, digest, fromName, mayRead)
         if size is not None:
-            await self._noteRepository(name)
             await self._touch(name, [digest])
         return size
 
@@ -319,15 +343,12 @@ class S3Store:
     def writerForMonolithic(self, name: str, algorithm: str, length):
         return self.blobs.writerForMonolithic(name, algorithm, length)
 
-    async def completeUpload(self, name: str, uploadID: str, digest: str, writer) -> int:
-        size = await self.blobs.completeUpload(name, uploadID, digest, writer)
-        await self._noteRepository(name)
-        return size
+    def completeUpload(self, name: str, uploadID: str, digest: str, writer):
+        # S3Blobs records the repository in the catalog with the blob.
+        return self.blobs.completeUpload(name, uploadID, digest, writer)
 
-    async def commitMonolithic(self, name: str, digest: str, writer) -> int:
-        size = await self.blobs.commitMonolithic(name, digest, writer)
-        await self._noteRepository(name)
-        return size
+    def commitMonolithic(self, name: str, digest: str, writer):
+        return self.blobs.commitMonolithic(name, digest, writer)
 
     def blobURL(self, name: str, digest: str):
         """

@@ -25,9 +25,11 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from zotwist import oci
@@ -41,10 +43,15 @@ PART_SIZE = 8 * 1024 * 1024
 #: S3's limit on the number of parts.
 MAX_PARTS = 10000
 #: Milliseconds a session lock lives without being refreshed: the longest a
-#: dead instance keeps others from continuing its sessions.
-LOCK_TTL_MS = 60_000
+#: dead instance keeps others from continuing its sessions.  Its holder
+#: refreshes it every L{LOCK_REFRESH} seconds (L{LockKeeper}).
+LOCK_TTL_MS = 10_000
+#: Seconds between refreshes of a held session lock.
+LOCK_REFRESH = 3.0
 #: Seconds a request waits for the previous request on the same session to
-#: release it (its instance answers the client before it lets go).
+#: release it (its instance answers the client before it lets go).  Longer
+#: than L{LOCK_TTL_MS}: a retry after an instance died mid-request waits for
+#: the dead instance's lock to expire instead of failing.
 LOCK_WAIT = 15.0
 #: Seconds a session lives in Redis after its last change, unless the
 #: store sets another (gcDelay plus a day, by the design).
@@ -99,7 +106,10 @@ class UploadState:
     @ivar offset: bytes received so far.
     @ivar mpu: the S3 multipart UploadId, or L{None} before the first part.
     @ivar parts: C{[number, etag, size]} of each part sent, in order.
-    @ivar tail: received bytes not yet sent (less than one part).
+    @ivar tail: received bytes not yet sent (less than one part), and
+        those of the part being sent.
+    @ivar sending: C{(number, size, future)} of the part being sent (never
+        saved: L{UploadEngine.settle} runs before every save).
     """
 
     repo: str
@@ -109,6 +119,7 @@ class UploadState:
     mpu: str | None = None
     parts: list = field(default_factory=list)
     tail: bytearray = field(default_factory=bytearray)
+    sending: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def fresh(cls, repo: str, algorithm: str) -> "UploadState":
@@ -165,13 +176,31 @@ class UploadEngine:
     block: call them in pool threads.
     """
 
-    def __init__(self, objects, redis, uploadKey, sessionTTL: int = DEFAULT_SESSION_TTL):
+    def __init__(
+        self,
+        objects,
+        redis,
+        uploadKey,
+        sessionTTL: int = DEFAULT_SESSION_TTL,
+        partPool=None,
+        clock=None,
+    ):
         """
         @param objects: an L{zotwist.storage.s3.objects.ObjectStore}.
         @param redis: a L{zotwist.coordination.client.RedisClient}.
         @param uploadKey: C{uploadID -> object key} of the multipart target.
+        @param partPool: a started L{twisted.python.threadpool.ThreadPool}
+            parts are sent in, or L{None} to send them from the writer's
+            thread.  It must not be the pool the writers run in: a writer
+            waits for its part, and a pool full of waiting writers would
+            never run the parts.
+        @param clock: the reactor, for L{LockKeeper}s.
         """
         self.objects = objects.blocking
+        self.partPool = partPool
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
         self.redis = redis
         self.uploadKey = uploadKey
         self.sessionTTL = sessionTTL
@@ -198,23 +227,64 @@ class UploadEngine:
             state.hasher.update(chunk)
             state.offset += len(chunk)
             state.tail += chunk
-            while len(state.tail) >= PART_SIZE:
-                self.sendPart(state, uploadID, PART_SIZE)
+        self.pump(state, uploadID)
 
-    def sendPart(self, state: UploadState, uploadID: str, size: int) -> None:
+    def pump(self, state: UploadState, uploadID: str) -> None:
         """
-        Send the first C{size} bytes of the tail as the next part.
+        Send the full parts of the tail.  With a part pool, one part is
+        sent there while this thread goes back to hashing the next bytes
+        (so hashing and sending overlap); without, parts go synchronously.
         """
-        key = self.uploadKey(uploadID)
-        if state.mpu is None:
-            state.mpu = self.objects.createMultipart(key)
-        number = len(state.parts) + 1
-        if number > MAX_PARTS:
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID", message="upload too large", status=413
-            )
-        data = bytes(state.tail[:size])
-        etag = self.objects.uploadPart(key, state.mpu, number, data)
+        while True:
+            sending = state.sending[1] if state.sending else 0
+            if len(state.tail) - sending < PART_SIZE:
+                return
+            if state.sending is not None:
+                self.settle(state)
+                continue
+            key = self.uploadKey(uploadID)
+            if state.mpu is None:
+                state.mpu = self.objects.createMultipart(key)
+            number = len(state.parts) + 1
+            if number > MAX_PARTS:
+                raise RegistryError("BLOB_UPLOAD_INVALID", message="upload too large", status=413)
+            data = bytes(state.tail[:PART_SIZE])
+            state.sending = (number, PART_SIZE, self._submit(
+                self.objects.uploadPart, key, state.mpu, number, data
+            ))
+
+    def _submit(self, function, *args) -> Future:
+        """
+        Run C{function} in the part pool (or here and now, without one).
+        """
+        future: Future = Future()
+        if self.partPool is None:
+            try:
+                future.set_result(function(*args))
+            except BaseException as e:
+                future.set_exception(e)
+            return future
+
+        def done(succeeded, result):
+            if succeeded:
+                future.set_result(result)
+            else:
+                future.set_exception(result.value)
+
+        self.partPool.callInThreadWithCallback(done, function, *args)
+        return future
+
+    def settle(self, state: UploadState) -> None:
+        """
+        Wait for the part being sent, if any, and account for it: it joins
+        the parts, its bytes leave the tail.
+
+        @raise Exception: the send's failure (the bytes stay in the tail).
+        """
+        if state.sending is None:
+            return
+        (number, size, future), state.sending = state.sending, None
+        etag = future.result()
         state.parts.append([number, etag, size])
         del state.tail[:size]
 
@@ -225,6 +295,7 @@ class UploadEngine:
         part, CompleteMultipartUpload to the upload's own key and a
         server-side copy to C{target}.  Safe to repeat after a failure.
         """
+        self.settle(state)
         if not state.parts:
             self.objects.put(target, bytes(state.tail))
             self.discard(state, uploadID)
@@ -254,6 +325,11 @@ class UploadEngine:
         and its assembled object.  An upload that never sent a part left
         nothing (L{None}: unknown, so look).
         """
+        if state is not None:
+            try:
+                self.settle(state)
+            except Exception:
+                pass
         if state is not None and not state.mpu:
             return
         key = self.uploadKey(uploadID)
@@ -282,15 +358,16 @@ class UploadEngine:
             return None
         return repo.decode(), int(offset)
 
-    def acquire(self, r, uploadID: str, wait: float = LOCK_WAIT) -> str | None:
+    def acquire(self, r, uploadID: str, wait: float | None = None) -> str | None:
         """
-        Take the session's lock, waiting up to C{wait} seconds.
+        Take the session's lock, waiting up to C{wait} seconds (default
+        L{LOCK_WAIT}).
 
         @return: the lock's token, or L{None} if it stayed taken.
         """
         token = uuid.uuid4().hex
         key = self.lockKey(uploadID)
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
         delay = 0.005
         while True:
             if r.set(key, token, nx=True, px=LOCK_TTL_MS):
@@ -299,6 +376,55 @@ class UploadEngine:
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    async def acquireAsync(self, uploadID: str, wait: float | None = None) -> str | None:
+        """
+        L{acquire} without holding a pool thread while waiting: each attempt
+        is one quick Redis call, the pauses between them are the reactor's.
+        """
+        token = uuid.uuid4().hex
+        key = self.lockKey(uploadID)
+        deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
+        delay = 0.005
+        while True:
+            taken = await self.redis.run(
+                lambda r: r.set(key, token, nx=True, px=LOCK_TTL_MS)
+            )
+            if taken:
+                return token
+            if time.monotonic() >= deadline:
+                return None
+            await deferLater(self.clock, delay)
+            delay = min(delay * 2, 0.1)
+
+    async def lockAndLoad(self, name: str, uploadID: str) -> tuple[UploadState, str]:
+        """
+        Take the session's lock (waiting up to L{LOCK_WAIT}) and load it.
+
+        @raise RegistryError: C{BLOB_UPLOAD_UNKNOWN} for no such session,
+            C{BLOB_UPLOAD_INVALID} (416) when another request kept it.
+        """
+        token = await self.acquireAsync(uploadID)
+        if token is None:
+            if await self.redis.run(self.peek, uploadID) is None:
+                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+            raise RegistryError(
+                "BLOB_UPLOAD_INVALID",
+                message="another request is writing to this upload",
+                status=416,
+            )
+        try:
+            state = await self.redis.run(self.load, name, uploadID)
+        except BaseException:
+            await self.redis.run(self.release, uploadID, token)
+            raise
+        return state, token
+
+    def keep(self, uploadID: str, token: str) -> "LockKeeper":
+        """
+        Start refreshing a lock just taken (call on the reactor thread).
+        """
+        return LockKeeper(self, uploadID, token, self.clock)
 
     def refresh(self, r, uploadID: str, token: str) -> bool:
         """
@@ -339,6 +465,7 @@ class UploadEngine:
             (another request took over) and C{BLOB_UPLOAD_UNKNOWN} when the
             session ended meanwhile.
         """
+        self.settle(state)
         args = [token, self.sessionTTL]
         for name, value in state.fields().items():
             args += [name, value]
@@ -353,6 +480,59 @@ class UploadEngine:
             )
         if result == 0:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": uploadID})
+
+
+class LockKeeper:
+    """
+    Keeps a session lock alive while its holder works (a long PATCH, a
+    completion copying a large blob): refreshes it every L{LOCK_REFRESH}
+    seconds, in the Redis client's pool.  A dead instance stops refreshing,
+    so its locks expire after L{LOCK_TTL_MS}.
+
+    @ivar lost: set when a refresh found the lock taken by someone else
+        (the holder's save then fails: it checks the token itself).
+    """
+
+    _log = Logger()
+
+    def __init__(self, engine: "UploadEngine", uploadID: str, token: str, clock):
+        from twisted.internet.task import LoopingCall
+
+        self._engine = engine
+        self._uploadID = uploadID
+        self._token = token
+        self._refreshing = False
+        self.lost = False
+        self._call = LoopingCall(self._refresh)
+        self._call.clock = clock
+        self._call.start(LOCK_REFRESH, now=False)
+
+    def _refresh(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+        d = self._engine.redis.run(self._engine.refresh, self._uploadID, self._token)
+        d.addCallbacks(self._refreshed, self._failed)
+
+    def _refreshed(self, stillOurs: bool) -> None:
+        self._refreshing = False
+        if not stillOurs:
+            self.lost = True
+            self._log.warn("Lost the lock of upload {uploadID}", uploadID=self._uploadID)
+            self.stop()
+
+    def _failed(self, failure) -> None:
+        self._refreshing = False
+        self._log.failure("Refreshing the lock of upload {uploadID} failed", failure,
+                          uploadID=self._uploadID)
+
+    def stop(self, _=None):
+        """
+        Stop refreshing (passes its argument through, for callbacks).
+        """
+        if self._call.running:
+            self._call.stop()
+        return _
 
 
 #: A stand-in file descriptor: L{QueuedWriter} drops data when its
@@ -425,38 +605,23 @@ class SessionS3Writer(S3UploadWriter):
         self.token: str | None = None
         self.done = False
         self._dirty = False
-        self._saving: Deferred | None = None
-        self._refreshedAt = 0.0
+        self.keeper: LockKeeper | None = None
         # The load is the first batch: writes queue behind it.
         self._inFlight = True
-        self._loading = self._runner.run(self._load)
+        self._loading = Deferred.fromCoroutine(self._load())
         self._loading.addCallbacks(self._loaded, self._loadFailed)
 
-    def _load(self) -> UploadState:
+    async def _load(self) -> UploadState:
         """
-        Blocking: take the lock, load the state.
+        Take the lock, load the state.
         """
-        r = self.engine.redis.redis
-        token = self.engine.acquire(r, self.uploadID)
-        if token is None:
-            if self.engine.peek(r, self.uploadID) is None:
-                raise RegistryError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": self.uploadID})
-            raise RegistryError(
-                "BLOB_UPLOAD_INVALID",
-                message="another request is writing to this upload",
-                status=416,
-            )
-        self.token = token
-        self._refreshedAt = time.monotonic()
-        try:
-            return self.engine.load(r, self.name, self.uploadID)
-        except BaseException:
-            self.token = None
-            self.engine.release(r, self.uploadID, token)
-            raise
+        upload, self.token = await self.engine.lockAndLoad(self.name, self.uploadID)
+        return upload
 
     def _loaded(self, upload: UploadState) -> None:
         self.upload = upload
+        if self.token is not None:
+            self.keeper = self.engine.keep(self.uploadID, self.token)
         if self.start is not None and self.start != upload.offset:
             self._reject(
                 RegistryError(
@@ -497,14 +662,6 @@ class SessionS3Writer(S3UploadWriter):
     def _writeBatch(self, chunks: list[bytes]) -> None:
         self._dirty = True
         super()._writeBatch(chunks)
-        if time.monotonic() - self._refreshedAt > LOCK_TTL_MS / 3000:
-            if not self.engine.refresh(self.engine.redis.redis, self.uploadID, self.token):
-                raise RegistryError(
-                    "BLOB_UPLOAD_INVALID",
-                    message="the upload was taken over by another request",
-                    status=409,
-                )
-            self._refreshedAt = time.monotonic()
 
     def flushed(self) -> Deferred:
         """
@@ -551,12 +708,15 @@ class SessionS3Writer(S3UploadWriter):
 
         d = self._runner.run(finish)
         d.addErrback(lambda f: self._log.failure("Saving an upload session failed", f))
+        if self.keeper is not None:
+            d.addBoth(self.keeper.stop)
 
-    def takeOver(self) -> tuple[UploadState, str]:
+    def takeOver(self) -> tuple[UploadState, str, LockKeeper | None]:
         """
-        For the completion: the loaded state and the lock's token; the writer
-        will neither save nor release them any more.
+        For the completion: the loaded state, the lock's token and its
+        keeper; the writer will neither save nor release them any more.
         """
         self.done = True
         token, self.token = self.token, None
-        return self.upload, token
+        keeper, self.keeper = self.keeper, None
+        return self.upload, token, keeper
