@@ -20,10 +20,11 @@ different instances.  HAProxy is configured for exactly that:
   - a backend that refuses connections (killed) is retried on another one
     (C{retries} + C{option redispatch}, HAProxy's default C{retry-on
     conn-failure}), and a health check of C{/readyz} every 200 ms takes it
-    out of the rotation (as it does an instance that is stopping).  A request that already reached a backend which then died is
-    NOT replayed: its body may be half sent, and replaying a PATCH or PUT
+    out of the rotation (as it does an instance that is stopping).  A
+    request that already reached a backend which then died is NOT
+    replayed: its body may be half sent, and replaying a PATCH or PUT
     behind the client's back could apply it twice.  The client gets a 502
-    and retries itself, as registry clients do;
+    (or its connection closed) and retries itself, as registry clients do;
   - each response carries C{X-Zotwist-Instance}, the name of the backend
     HAProxy sent the request to (C{zot0}, C{zot1}, ...), so that tests can
     prove where each request went.

@@ -6,6 +6,7 @@ are reached only when the service starts), so no server is needed here;
 L{tests.test_cluster} runs the same tree against real ones.
 """
 
+import copy
 import io
 import json
 import os
@@ -101,6 +102,22 @@ class S3WiringTests(SynchronousTestCase):
             [s for s in services if isinstance(s, GarbageCollectionService) and s is not gc]
         )
         self.assertEqual(top.getServiceNamed("store").store.touchAfter, 300.0)
+
+    def test_gcTimeWindowReloads(self):
+        """
+        C{gcTimeWindow} applies to the S3 collector's service, and a
+        reload (C{SIGHUP}) changes it live, through the L{LeaderOnly}
+        wrapper.
+        """
+        top = self.build({"gcTimeWindow": "01:00-02:00"})
+        gc = next(s for s in _services(top) if isinstance(s, LeaderOnly)).child
+        self.assertEqual(gc.window, (60, 120))
+        settings = top.getServiceNamed("reload").settings
+        document = copy.deepcopy(settings.current.raw)
+        document["storage"]["gcTimeWindow"] = "03:00-04:30"
+        result = settings.reload(parseConfig(document))
+        self.assertIn("storage.gcTimeWindow", result.applied)
+        self.assertEqual(gc.window, (180, 270))
 
     def test_noGC(self):
         """
