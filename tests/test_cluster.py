@@ -283,6 +283,37 @@ class ClusterTests(TestCase):
         self.addCleanup(client.close)
         return client
 
+    async def skopeo(self, *args) -> bytes:
+        """
+        Run the real C{skopeo --insecure-policy ARGS} with a private HOME
+        and TMPDIR, without blocking the reactor.
+        """
+        skopeo = shutil.which("skopeo")
+        if skopeo is None:
+            self.fail("skopeo is not installed: apt-get install skopeo")
+        home = os.path.abspath(self.mktemp())
+        os.makedirs(home)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TMPDIR": home}
+        out, err, code = await getProcessOutputAndValue(
+            skopeo, ["--insecure-policy", *args], env=env
+        )
+        if code != 0:
+            self.fail(f"skopeo {' '.join(args)} exited {code}: {err.decode()}")
+        return out
+
+    def assertSameImage(self, source: str, copy: str, tag: str, digest: str) -> None:
+        """
+        The layout C{copy} holds C{tag} as C{digest}, with the manifest and
+        every blob byte for byte as in C{source}.
+        """
+        self.assertEqual(images.taggedDescriptor(copy, tag)["digest"], digest)
+        manifest = images.readJSONBlob(source, digest)
+        self.assertEqual(images.readBlob(copy, digest), images.readBlob(source, digest))
+        for descriptor in [manifest["config"], *manifest["layers"]]:
+            data = images.readBlob(copy, descriptor["digest"])
+            self.assertEqual(_sha256(data), descriptor["digest"])
+            self.assertEqual(data, images.readBlob(source, descriptor["digest"]))
+
     async def test_skopeoRoundTrip(self):
         """
         C{skopeo copy} of a three-layer image from an OCI layout into the
@@ -291,9 +322,6 @@ class ClusterTests(TestCase):
         over all three instances (each one's access log shows some).  Every
         instance is ready (C{/readyz}) and serves its metrics.
         """
-        skopeo = shutil.which("skopeo")
-        if skopeo is None:
-            self.fail("skopeo is not installed: apt-get install skopeo")
         cluster = await self.startCluster(config={"extensions": {"metrics": {}}})
         ready = set()
         for _ in range(3):
@@ -302,20 +330,10 @@ class ClusterTests(TestCase):
             ready.add(_instance(response))
         self.assertEqual(ready, set(cluster.names))
         work = os.path.abspath(self.mktemp())
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work, "TMPDIR": work}
-        os.makedirs(work)
         source = os.path.join(work, "source")
         digest = images.buildImage(source, "v1", layers=3, layerSize=2 * MiB, seed=7)
         host = cluster.url.split("://", 1)[1]
         remote = f"docker://{host}/cluster/skopeo:v1"
-
-        async def run(*args):
-            out, err, code = await getProcessOutputAndValue(
-                skopeo, ["--insecure-policy", *args], env=env
-            )
-            if code != 0:
-                self.fail(f"skopeo {' '.join(args)} exited {code}: {err.decode()}")
-            return out
 
         def served():
             return [
@@ -324,18 +342,12 @@ class ClusterTests(TestCase):
             ]
 
         before = served()
-        await run("copy", "--preserve-digests", "--dest-tls-verify=false",
-                  f"oci:{source}:v1", remote)
+        await self.skopeo("copy", "--preserve-digests", "--dest-tls-verify=false",
+                          f"oci:{source}:v1", remote)
         copy = os.path.join(work, "copy")
-        await run("copy", "--preserve-digests", "--src-tls-verify=false", remote, f"oci:{copy}:v1")
-
-        self.assertEqual(images.taggedDescriptor(copy, "v1")["digest"], digest)
-        manifest = images.readJSONBlob(source, digest)
-        self.assertEqual(images.readBlob(copy, digest), images.readBlob(source, digest))
-        for descriptor in [manifest["config"], *manifest["layers"]]:
-            data = images.readBlob(copy, descriptor["digest"])
-            self.assertEqual(_sha256(data), descriptor["digest"])
-            self.assertEqual(data, images.readBlob(source, descriptor["digest"]))
+        await self.skopeo("copy", "--preserve-digests", "--src-tls-verify=false",
+                          remote, f"oci:{copy}:v1")
+        self.assertSameImage(source, copy, "v1", digest)
         after = served()
         self.assertEqual(before, [0, 0, 0])
         self.assertTrue(all(after), f"requests per instance: {after}")
@@ -673,7 +685,8 @@ class ClusterTests(TestCase):
         """
         With C{redirectBlobURL}, a blob GET through the balancer answers
         307 with a presigned URL of the RADOS Gateway, which serves the
-        blob's bytes; HEAD still answers with the size.
+        blob's bytes; HEAD still answers with the size; skopeo pulls an
+        image whole through the redirects.
         """
         cluster = await self.startCluster(storage={"redirectBlobURL": True})
         client = self.client(cluster)
@@ -691,6 +704,23 @@ class ClusterTests(TestCase):
         response = await client.client.head(url)
         self.assertEqual(response.code, 200)
         self.assertEqual(_header(response, "Content-Length"), str(len(data)))
+
+        # skopeo follows the redirects: its pull's layers come from Ceph.
+        work = os.path.abspath(self.mktemp())
+        source = os.path.join(work, "source")
+        digest = images.buildImage(source, "v1", layers=2, layerSize=MiB, seed=8)
+        remote = f"docker://{cluster.url.split('://', 1)[1]}/cluster/redirect-image:v1"
+        await self.skopeo("copy", "--preserve-digests", "--dest-tls-verify=false",
+                          f"oci:{source}:v1", remote)
+        copy = os.path.join(work, "copy")
+        await self.skopeo("copy", "--preserve-digests", "--src-tls-verify=false",
+                          remote, f"oci:{copy}:v1")
+        self.assertSameImage(source, copy, "v1", digest)
+        redirected = sum(
+            len(re.findall(r"GET /v2/cluster/redirect-image/blobs/\S+ 307 ", i.log()))
+            for i in cluster.instances
+        )
+        self.assertEqual(redirected, 3)  # the config and two layers
 
 
 async def _readAll(requesting):
