@@ -23,7 +23,9 @@ export DEBIAN_FRONTEND=noninteractive
 # (S3 storage, Redis coordination) run against a real single-host Ceph cluster
 # (monitor, in-memory OSD, RADOS Gateway as the S3 endpoint) and a real
 # redis-server, both started by tests/clustersupport.py on 127.0.0.1.
-TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils ceph-mon ceph-osd radosgw ceph-common redis-server"
+# haproxy: the cluster tests put three zotwist instances behind a round-robin
+# balancer (tests/lbsupport.py).
+TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils ceph-mon ceph-osd radosgw ceph-common redis-server haproxy"
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZOTWIST_TEST_VENV:-/opt/zotwist-test}
