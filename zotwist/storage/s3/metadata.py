@@ -98,6 +98,10 @@ end
 return redis.call('INCR', KEYS[4])
 """
 
+#: Seconds after a release that found the lock wanted during which this
+#: instance's next batch lets the waiters go first.
+_YIELD_WINDOW = 0.05
+
 #: How many times a lock holder re-reads S3 and retries after a 412.
 _WRITE_ATTEMPTS = 4
 
@@ -219,8 +223,6 @@ class RepositoryMetadata:
         self.locks = locks
         self.layout = layout
         self._preconditionFailed = preconditionFailed
-        self._read = redis.redis.register_script(_READ)
-        self._record = redis.redis.register_script(_RECORD)
         #: name -> (version, RepositoryIndex) as last seen.
         self._cache: dict[str, tuple[str, RepositoryIndex]] = {}
         #: name -> (etag, IndexEntries): the writer's parsed entries, reused
@@ -228,6 +230,11 @@ class RepositoryMetadata:
         self._writerEntries: dict[str, tuple[str, IndexEntries]] = {}
         self._queues: dict[str, list] = {}
         self._writing: set[str] = set()
+        #: name -> until when a new batch lets waiting instances go first
+        #: (the last release found the lock wanted by others).
+        self._yieldNext: dict[str, float] = {}
+        #: Repositories whose C{oci-layout} this process wrote.
+        self._layouts: set[str] = set()
 
     # -- keys ------------------------------------------------------------------
 
@@ -244,6 +251,15 @@ class RepositoryMetadata:
 
         @raise NotReady: Redis is empty and must be rebuilt first.
         """
+        return (await self.indexAndSizes(name, []))[0]
+
+    async def indexAndSizes(self, name: str, digests: list[str]):
+        """
+        L{index} and L{heldSizes} in one Redis round trip.
+
+        @return: C{(index or None, {digest: size or None})}.
+        @raise NotReady: Redis is empty and must be rebuilt first.
+        """
         cached = self._cache.get(name)
         keys = [
             self.key("indexver", name),
@@ -251,25 +267,37 @@ class RepositoryMetadata:
             self.key("repos"),
             self.key("ready"),
         ]
-        status, version, data = await self.redis.run(
-            lambda r: self._read(keys=keys, args=[cached[0] if cached else "", name], client=r)
-        )
+        digests = list(dict.fromkeys(digests))
+        blobsKey = self.key("blobs", name)
+
+        def read(r):
+            pipe = r.pipeline(transaction=False)
+            pipe.eval(_READ, len(keys), *keys, cached[0] if cached else "", name)
+            if digests:
+                pipe.hmget(blobsKey, digests)
+            return pipe.execute()
+
+        answers = await self.redis.run(read)
+        status, version, data = answers[0]
+        sizes = {}
+        if digests:
+            sizes = {d: (int(v) if v is not None else None) for d, v in zip(digests, answers[1])}
         status = int(status)
         if status == -1:
             raise NotReady()
         if status == 0:
             self._cache.pop(name, None)
-            return None
+            return None, sizes
         if status == 1:
-            return RepositoryIndex.fromManifests(("",), [])
+            return RepositoryIndex.fromManifests(("",), []), sizes
         if status == 2:
-            return cached[1]
+            return cached[1], sizes
         version = _text(version)
         index = parseIndex(data, (version,))
         # What Redis says now replaces the cache, newer or not: a version
         # stands for one content, so an older one costs a parse, no more.
         self._cache[name] = (version, index)
-        return index
+        return index, sizes
 
     async def catalog(self) -> list[str]:
         names = await self.redis.run(lambda r: r.smembers(self.key("repos")))
@@ -312,20 +340,25 @@ class RepositoryMetadata:
 
     # -- changing ------------------------------------------------------------------
 
-    async def mutate(self, name: str, change):
+    async def mutate(self, name: str, change, needs=None):
         """
-        Apply C{change(entries)} (a coroutine function taking an
-        L{IndexEntries} and answering C{(changed, result)}) to the
-        repository's index, under its lock, and write the result.
+        Apply C{change} to the repository's index, under its lock, and
+        write the result.
+
+        C{change} is a coroutine function answering C{(changed, result)}:
+        called as C{change(entries)} with the L{IndexEntries}, or, when
+        C{needs} (digests) is given, as C{change(entries, sizes)} with
+        C{sizes} mapping each of C{needs} to its size in C{blobs:<repo>} (or
+        L{None}), read in the same Redis transaction that took the lock.
 
         Changes that arrive while a write is in flight are applied together
-        by the next one, in order.
+        by the next one, in order (one lock hold, one S3 write for all).
 
         @return: C{result}, or raise what C{change} raised.
         @raise IndexWriteRefused: the change could not be written safely.
         """
         waiting = Deferred()
-        self._queues.setdefault(name, []).append((change, waiting))
+        self._queues.setdefault(name, []).append((change, needs, waiting))
         if name not in self._writing:
             self._writing.add(name)
             self._writeQueued(name)
@@ -338,47 +371,96 @@ class RepositoryMetadata:
         if not batch:
             self._writing.discard(name)
             return
-        changes = [change for change, _ in batch]
+        changes = [(change, needs) for change, needs, _ in batch]
         d = ensureDeferred(self._writeBatch(name, changes))
 
         def written(outcomes):
-            for (_, waiting), (ok, value) in zip(batch, outcomes):
+            for (_, _, waiting), (ok, value) in zip(batch, outcomes):
                 if ok:
                     waiting.callback(value)
                 else:
                     waiting.errback(value)
 
         def failed(failure):
-            for _, waiting in batch:
+            for _, _, waiting in batch:
                 waiting.errback(failure)
 
         d.addCallbacks(written, failed)
         d.addBoth(lambda _: self._writeQueued(name))
 
     async def _writeBatch(self, name: str, changes) -> list:
+        """
+        One lock hold for a batch of queued changes: two Redis round trips
+        around the S3 write.  The lock is taken in a transaction that also
+        reads the index, its ETag and the sizes the changes need; the new
+        index is recorded in the transaction that releases it.
+        """
+        needs = list(dict.fromkeys(d for _, n in changes if n for d in n))
+        indexKey, etagKey = self.key("index", name), self.key("indexetag", name)
+        blobsKey = self.key("blobs", name)
+
+        def reads(pipe):
+            pipe.get(indexKey)
+            pipe.get(etagKey)
+            if needs:
+                pipe.hmget(blobsKey, needs)
+
         try:
-            held = await self.locks.acquire(name)
+            held = await self.locks.acquire(
+                name, after=reads, yieldFirst=self._yieldNext.pop(name, 0.0) > time.monotonic()
+            )
         except LockTimeout as e:
             raise IndexWriteRefused(name, str(e))
+        data, etag = held.results[0], held.results[1]
+        sizes = {}
+        if needs:
+            sizes = {
+                d: (int(v) if v is not None else None) for d, v in zip(needs, held.results[2])
+            }
+        prefetched = (data, etag, sizes)
         try:
-            return await self.writeLocked(name, held, changes)
-        finally:
+            outcomes, pending = await self._apply(name, held, changes, prefetched)
+        except BaseException:
             try:
                 await held.release()
             except Exception:
                 self._log.failure("Releasing the lock of {name} failed", name=name)
+            raise
+        record = None if pending is None else self._recordCommand(name, held, pending)
+        try:
+            await held.release(before=record)
+        except Exception:
+            if pending is not None:
+                # The S3 write happened, the change stands (the next writer
+                # reads S3 after its 412); only Redis lags.
+                self._log.failure("Recording the index of {name} failed", name=name)
+            else:
+                self._log.failure("Releasing the lock of {name} failed", name=name)
+            return outcomes
+        if held.wanted:
+            # Someone waited meanwhile: if more changes are queued right
+            # away, let the waiter go first.
+            self._yieldNext[name] = time.monotonic() + _YIELD_WINDOW
+        if pending is not None:
+            self._recorded(name, pending, held.results[0])
+        return outcomes
 
-    async def readForWrite(self, name: str, fromS3: bool = False):
+    async def readForWrite(self, name: str, fromS3: bool = False, prefetched=None):
         """
         The index a writer starts from.
 
+        @param prefetched: L{None}, or the C{index:<repo>} and
+            C{indexetag:<repo>} values the caller read under the lock.
         @return: C{(entries, etag)}; C{etag} is L{None} when the repository
             has no C{index.json} yet.
         """
         if not fromS3:
-            data, etag = await self.redis.run(
-                lambda r: r.mget([self.key("index", name), self.key("indexetag", name)])
-            )
+            if prefetched is not None:
+                data, etag = prefetched
+            else:
+                data, etag = await self.redis.run(
+                    lambda r: r.mget([self.key("index", name), self.key("indexetag", name)])
+                )
             if data is not None and etag is not None:
                 etag = _text(etag)
                 kept = self._writerEntries.pop(name, None)
@@ -394,19 +476,51 @@ class RepositoryMetadata:
 
     async def writeLocked(self, name: str, held, changes) -> list:
         """
-        Apply C{changes} and write, holding C{held} (the repository's lock).
-        Also the garbage collector's way in.
+        Apply C{changes} (coroutine functions C{change(entries)}) and write,
+        holding C{held} (the repository's lock), which stays held.  The
+        garbage collector's way in.
 
         @return: one C{(ok, value-or-Failure)} per change.
         """
+        outcomes, pending = await self._apply(name, held, [(c, None) for c in changes], None)
+        if pending is not None:
+            command = self._recordCommand(name, held, pending)
+
+            def record(r):
+                pipe = r.pipeline(transaction=False)
+                command(pipe)
+                return pipe.execute()[0]
+
+            self._recorded(name, pending, await self.redis.run(record))
+        return outcomes
+
+    async def _apply(self, name: str, held, changes, prefetched):
+        """
+        Apply C{changes} (C{(change, needs)} pairs, see L{mutate}) and
+        write the index to S3 conditionally, under C{held}.
+
+        @param prefetched: L{None}, or C{(index bytes, etag, sizes)} read
+            when the lock was taken.
+        @return: C{(outcomes, pending)}: one C{(ok, value-or-Failure)} per
+            change, and what to record in Redis (L{None}: nothing changed).
+        """
         fromS3 = False
         for attempt in range(_WRITE_ATTEMPTS):
-            entries, etag = await self.readForWrite(name, fromS3)
+            if prefetched is not None and not fromS3:
+                entries, etag = await self.readForWrite(name, prefetched=prefetched[:2])
+                sizes = prefetched[2]
+            else:
+                entries, etag = await self.readForWrite(name, fromS3)
+                needs = list(dict.fromkeys(d for _, n in changes if n for d in n))
+                sizes = await self.heldSizes(name, needs)
             outcomes = []
             changed = False
-            for change in changes:
+            for change, needs in changes:
                 try:
-                    didChange, result = await change(entries)
+                    if needs is None:
+                        didChange, result = await change(entries)
+                    else:
+                        didChange, result = await change(entries, sizes)
                 except Exception:
                     outcomes.append((False, Failure()))
                     continue
@@ -415,7 +529,7 @@ class RepositoryMetadata:
             if not changed:
                 if etag is not None:
                     self._writerEntries[name] = (etag, entries)
-                return outcomes
+                return outcomes, None
             data = entries.serialize()
             try:
                 await held.ensure()
@@ -423,7 +537,9 @@ class RepositoryMetadata:
                 raise IndexWriteRefused(name, "repository lock lost")
             try:
                 if etag is None:
-                    await self.objects.put(self.layout.layoutKey(name), LAYOUT)
+                    if name not in self._layouts:
+                        await self.objects.put(self.layout.layoutKey(name), LAYOUT)
+                        self._layouts.add(name)
                     newEtag = await self.objects.put(
                         self.layout.indexKey(name), data, ifNoneMatch=True
                     )
@@ -447,28 +563,37 @@ class RepositoryMetadata:
                 fromS3 = True
                 continue
             newEtag = (newEtag if isinstance(newEtag, str) else etagOf(data)).strip('"')
-            version = await self.redis.run(
-                lambda r: self._record(
-                    keys=[
-                        self.locks.lockKey(name),
-                        self.key("index", name),
-                        self.key("indexetag", name),
-                        self.key("indexver", name),
-                        self.key("repos"),
-                    ],
-                    args=[held.token, etag or "", data, newEtag, name, firstVersion()],
-                    client=r,
-                )
-            )
-            if version:
-                version = str(int(version))
-                self._writerEntries[name] = (newEtag, entries)
-                self._cache[name] = (version, entries.snapshot((version,)))
-            else:
-                self._log.warn(
-                    "Index of {name} written to S3 but Redis moved on meanwhile; "
-                    "the next writer records it",
-                    name=name,
-                )
-            return outcomes
+            return outcomes, (etag, data, newEtag, entries)
         raise IndexWriteRefused(name, f"S3 refused {_WRITE_ATTEMPTS} index writes")
+
+    def _recordCommand(self, name: str, held, pending):
+        """
+        @return: a function queueing the L{_RECORD} script of C{pending}
+            (see L{_apply}) on a redis-py pipeline.
+        """
+        etag, data, newEtag, _ = pending
+        keys = [
+            self.locks.lockKey(name),
+            self.key("index", name),
+            self.key("indexetag", name),
+            self.key("indexver", name),
+            self.key("repos"),
+        ]
+        args = [held.token, etag or "", data, newEtag, name, firstVersion()]
+        return lambda pipe: pipe.eval(_RECORD, len(keys), *keys, *args)
+
+    def _recorded(self, name: str, pending, version) -> None:
+        """
+        Note what the L{_RECORD} script answered for C{pending}.
+        """
+        _, _, newEtag, entries = pending
+        if version:
+            version = str(int(version))
+            self._writerEntries[name] = (newEtag, entries)
+            self._cache[name] = (version, entries.snapshot((version,)))
+        else:
+            self._log.warn(
+                "Index of {name} written to S3 but Redis moved on meanwhile; "
+                "the next writer records it",
+                name=name,
+            )

@@ -224,6 +224,7 @@ class S3Store:
         await self.ensureReady()
 
     async def stopService(self) -> None:
+        self.locks.stop()
         for runner in self._ownedRunners:
             if runner.running:
                 runner.stopService()
@@ -418,16 +419,21 @@ class S3Store:
             info = await self._runner.run(parseManifest, body, contentType, digest)
         else:
             info = parseManifest(body, contentType, digest)
-        index = await self._index(name)
+        allNeeded = [d.digest for d in info.blobs] + [d.digest for d in info.children]
+        try:
+            index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
+        except NotReady:
+            await self.ensureReady()
+            index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
         known = index.byDigest if index is not None else {}
         needed = [d.digest for d in info.blobs] + [
             d.digest for d in info.children if d.digest not in known
         ]
-        held = await self.metadata.heldSizes(name, needed + [digest])
         absent = [d for d in needed if held[d] is None]
         if absent:
             raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
-        if held[digest] is None:
+        wrote = held[digest] is None
+        if wrote:
             await self.metadata.putBlobBytes(name, digest, body)
         self._manifestBodies.put(digest, body, len(body))
         self._manifestInfos.put(digest, info)
@@ -436,13 +442,12 @@ class S3Store:
             info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
         ):
             descriptor["artifactType"] = info.artifactType
-        allNeeded = [d.digest for d in info.blobs] + [d.digest for d in info.children]
 
-        async def change(entries):
+        async def change(entries, present):
             # Under the repository lock, where the garbage collector decides
-            # too: what this manifest needs must be held now, and becomes
-            # referenced before the lock is released (zotwist.storage.s3.gc).
-            present = await self.metadata.heldSizes(name, allNeeded + [digest])
+            # too: what this manifest needs must be held now (`present` was
+            # read when the lock was taken), and becomes referenced before
+            # the lock is released (zotwist.storage.s3.gc).
             missing = [d for d in allNeeded if present[d] is None]
             if missing:
                 raise ManifestBlobsUnknown(list(dict.fromkeys(missing)))
@@ -454,8 +459,9 @@ class S3Store:
                 entries.tag(tag, descriptor)
             return True, None
 
-        await self.metadata.mutate(name, change)
-        await self._touch(name, allNeeded + [digest])
+        await self.metadata.mutate(name, change, needs=allNeeded + [digest])
+        # Bytes written just now are as young as a touch would make them.
+        await self._touch(name, allNeeded if wrote else allNeeded + [digest])
         return info
 
     async def deleteManifest(self, name: str, reference: str) -> None:
