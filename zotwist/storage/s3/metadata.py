@@ -75,10 +75,12 @@ end
 return {3, v, redis.call('GET', KEYS[2]) or ''}
 """
 
-#: KEYS: lock, index, indexetag, indexver, repos; ARGV: lock token, base
-#: ETag ('' when the index was created), new bytes, new ETag, repository,
-#: a first version (see L{firstVersion}).  Answers the new version, or 0
-#: when refused (neither the lock holder nor based on what Redis has).
+#: KEYS: lock, index, indexetag, indexver, repos, indexlog; ARGV: lock
+#: token, base ETag ('' when the index was created), new bytes, new ETag,
+#: repository, a first version (see L{firstVersion}), the changes as JSON
+#: (see L{_Recorder}), how many changes the log keeps, its expiry in ms.
+#: Answers the new version, or 0 when refused (neither the lock holder nor
+#: based on what Redis has).
 _RECORD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
     local current = redis.call('GET', KEYS[3])
@@ -91,12 +93,56 @@ end
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[5])
+local version
 if redis.call('EXISTS', KEYS[4]) == 0 then
     redis.call('SET', KEYS[4], ARGV[6])
-    return tonumber(ARGV[6])
+    redis.call('DEL', KEYS[6])
+    version = tonumber(ARGV[6])
+else
+    version = redis.call('INCR', KEYS[4])
 end
-return redis.call('INCR', KEYS[4])
+redis.call('RPUSH', KEYS[6], string.format('%d', version) .. ' ' .. ARGV[7])
+redis.call('LTRIM', KEYS[6], -tonumber(ARGV[8]), -1)
+redis.call('PEXPIRE', KEYS[6], ARGV[9])
+return version
 """
+
+#: KEYS: index, indexetag, indexver, indexlog; ARGV: the version and ETag
+#: the writer holds parsed ('' for none), the log's length.  What a writer needs to bring its
+#: parsed index up to date, cheapest first: {etag, version, 0} when it is
+#: current, {etag, version, 1, changes...} when the log holds every change
+#: since (oldest first), else {etag, version, 2, bytes}; {'', '', 2, ''}
+#: when Redis has no index.
+_SINCE = """
+local etag = redis.call('GET', KEYS[2])
+local version = redis.call('GET', KEYS[3])
+if not etag or not version then
+    return {'', '', 2, ARGV[1], ''}
+end
+if ARGV[1] ~= '' then
+    if version == ARGV[1] and etag == ARGV[2] then
+        return {etag, version, 0, ARGV[1]}
+    end
+    local since = tonumber(ARGV[1])
+    local missing = tonumber(version) - since
+    if missing > 0 and missing <= tonumber(ARGV[3]) then
+        local log = redis.call('LRANGE', KEYS[4], -missing, -1)
+        if #log == missing and tonumber(string.match(log[1], '^%d+')) == since + 1 then
+            local answer = {etag, version, 1, ARGV[1]}
+            for i = 1, #log do
+                answer[#answer + 1] = log[i]
+            end
+            return answer
+        end
+    end
+end
+return {etag, version, 2, ARGV[1], redis.call('GET', KEYS[1]) or ''}
+"""
+
+#: How many changes (batches) of a repository's index the log in Redis
+#: keeps, and for how long after the last.
+_LOG_LENGTH = 64
+_LOG_EXPIRY_MS = 3600 * 1000
 
 #: Seconds after a release that found the lock wanted during which this
 #: instance's next batch lets the waiters go first.
@@ -149,20 +195,89 @@ def etagOf(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def parseIndex(data: bytes | None, signature: tuple) -> RepositoryIndex:
+class _Recorder:
     """
-    Parse C{index.json} bytes leniently (unreadable -> empty).
+    The L{IndexEntries} a batch of changes is applied to, noting each
+    change (C{tag}, C{add}, C{untag}, C{removeDigest} with their
+    arguments): the batch's entry in the index's change log in Redis, so
+    that another instance holding an older parse of the index replays a
+    few changes instead of parsing the whole index again
+    (L{RepositoryMetadata.readForWrite}).  Reads pass through.
     """
-    manifests = []
+
+    def __init__(self, entries: IndexEntries):
+        self.entries = entries
+        self.changes: list = []
+
+    def tag(self, tag: str, descriptor: dict) -> None:
+        self.changes.append(["tag", tag, descriptor])
+        return self.entries.tag(tag, descriptor)
+
+    def add(self, descriptor: dict) -> bool:
+        self.changes.append(["add", descriptor])
+        return self.entries.add(descriptor)
+
+    def untag(self, tag: str) -> bool:
+        self.changes.append(["untag", tag])
+        return self.entries.untag(tag)
+
+    def removeDigest(self, digest: str) -> bool:
+        self.changes.append(["removeDigest", digest])
+        return self.entries.removeDigest(digest)
+
+    def __getattr__(self, name):
+        return getattr(self.entries, name)
+
+
+def replay(entries: IndexEntries, changes: list) -> None:
+    """
+    Apply the changes a L{_Recorder} noted to C{entries}.
+
+    @raise ValueError: an unknown or malformed change.
+    """
+    for change in changes:
+        if not isinstance(change, list) or not change:
+            raise ValueError(f"malformed index change {change!r}")
+        kind, args = change[0], change[1:]
+        if kind == "tag" and len(args) == 2:
+            entries.tag(args[0], args[1])
+        elif kind == "add" and len(args) == 1:
+            entries.add(args[0])
+        elif kind == "untag" and len(args) == 1:
+            entries.untag(args[0])
+        elif kind == "removeDigest" and len(args) == 1:
+            entries.removeDigest(args[0])
+        else:
+            raise ValueError(f"unknown index change {change!r}")
+
+
+def _manifestsOf(data: bytes | None) -> list:
+    """
+    The entries of C{index.json} bytes, leniently (unreadable -> none).
+    """
     if data:
         try:
             document = json.loads(data)
             found = document.get("manifests") if isinstance(document, dict) else None
             if isinstance(found, list):
-                manifests = [m for m in found if isinstance(m, dict)]
+                return [m for m in found if isinstance(m, dict)]
         except (ValueError, UnicodeDecodeError, RecursionError):
-            manifests = []
-    return RepositoryIndex.fromManifests(signature, manifests)
+            pass
+    return []
+
+
+def parseIndex(data: bytes | None, signature: tuple) -> RepositoryIndex:
+    """
+    Parse C{index.json} bytes leniently (unreadable -> empty), for readers.
+    """
+    return RepositoryIndex.fromManifests(signature, _manifestsOf(data))
+
+
+def parseEntries(data: bytes | None) -> IndexEntries:
+    """
+    Parse C{index.json} bytes leniently (unreadable -> empty), for a writer.
+    """
+    return IndexEntries.fromManifests(_manifestsOf(data))
 
 
 class S3Layout:
@@ -225,9 +340,12 @@ class RepositoryMetadata:
         self._preconditionFailed = preconditionFailed
         #: name -> (version, RepositoryIndex) as last seen.
         self._cache: dict[str, tuple[str, RepositoryIndex]] = {}
-        #: name -> (etag, IndexEntries): the writer's parsed entries, reused
-        #: by the next change while the ETag shows nobody else wrote.
-        self._writerEntries: dict[str, tuple[str, IndexEntries]] = {}
+        #: name -> (etag, version, IndexEntries): the writer's parsed
+        #: entries, reused by the next change as they are while nobody else
+        #: wrote, else brought up to date from the change log.
+        self._writerEntries: dict[str, tuple[str, str, IndexEntries]] = {}
+        #: name -> the version of the entries L{readForWrite} last answered.
+        self._versions: dict[str, str] = {}
         self._queues: dict[str, list] = {}
         self._writing: set[str] = set()
         #: name -> until when a new batch lets waiting instances go first
@@ -396,12 +514,11 @@ class RepositoryMetadata:
         index is recorded in the transaction that releases it.
         """
         needs = list(dict.fromkeys(d for _, n in changes if n for d in n))
-        indexKey, etagKey = self.key("index", name), self.key("indexetag", name)
         blobsKey = self.key("blobs", name)
+        since = self._sinceCommand(name, self._writerEntries.get(name))
 
         def reads(pipe):
-            pipe.get(indexKey)
-            pipe.get(etagKey)
+            since(pipe)
             if needs:
                 pipe.hmget(blobsKey, needs)
 
@@ -411,13 +528,12 @@ class RepositoryMetadata:
             )
         except LockTimeout as e:
             raise IndexWriteRefused(name, str(e))
-        data, etag = held.results[0], held.results[1]
         sizes = {}
         if needs:
             sizes = {
-                d: (int(v) if v is not None else None) for d, v in zip(needs, held.results[2])
+                d: (int(v) if v is not None else None) for d, v in zip(needs, held.results[1])
             }
-        prefetched = (data, etag, sizes)
+        prefetched = (held.results[0], sizes)
         try:
             outcomes, pending = await self._apply(name, held, changes, prefetched)
         except BaseException:
@@ -445,34 +561,93 @@ class RepositoryMetadata:
             self._recorded(name, pending, held.results[0])
         return outcomes
 
+    def _sinceCommand(self, name: str, kept):
+        """
+        @param kept: what this process holds parsed of C{name}'s index
+            (see L{_writerEntries}), or L{None}.
+        @return: a function queueing the L{_SINCE} script for it on a
+            redis-py pipeline.
+        """
+        keys = [
+            self.key("index", name),
+            self.key("indexetag", name),
+            self.key("indexver", name),
+            self.key("indexlog", name),
+        ]
+        version, etag = (kept[1], kept[0]) if kept is not None else ("", "")
+        return lambda pipe: pipe.eval(_SINCE, len(keys), *keys, version, etag, _LOG_LENGTH)
+
     async def readForWrite(self, name: str, fromS3: bool = False, prefetched=None):
         """
-        The index a writer starts from.
+        The index a writer starts from: what Redis has (by the cheapest of
+        the L{_SINCE} answers: the entries parsed last time, those brought
+        up to date by replaying the log, or a parse of the bytes), else
+        what S3 has.
 
-        @param prefetched: L{None}, or the C{index:<repo>} and
-            C{indexetag:<repo>} values the caller read under the lock.
+        @param prefetched: L{None}, or the L{_SINCE} answer the caller got
+            under the lock.
         @return: C{(entries, etag)}; C{etag} is L{None} when the repository
             has no C{index.json} yet.
         """
+        kept = self._writerEntries.pop(name, None)
         if not fromS3:
-            if prefetched is not None:
-                data, etag = prefetched
-            else:
-                data, etag = await self.redis.run(
-                    lambda r: r.mget([self.key("index", name), self.key("indexetag", name)])
-                )
-            if data is not None and etag is not None:
-                etag = _text(etag)
-                kept = self._writerEntries.pop(name, None)
-                if kept is not None and kept[0] == etag:
-                    return kept[1], etag
-                return IndexEntries.fromManifests(parseIndex(data, ()).manifests), etag
-        self._writerEntries.pop(name, None)
+            if prefetched is None:
+                command = self._sinceCommand(name, kept)
+
+                def since(r):
+                    pipe = r.pipeline(transaction=False)
+                    command(pipe)
+                    return pipe.execute()[0]
+
+                prefetched = await self.redis.run(since)
+            etag, version, mode = _text(prefetched[0]), _text(prefetched[1]), int(prefetched[2])
+            if etag and version:
+                if kept is not None and kept[1] != _text(prefetched[3]):
+                    kept = None  # asked about other entries than these
+                entries = self._upToDate(name, kept, etag, mode, prefetched[4:])
+                if entries is None:
+                    data = await self.redis.run(lambda r: r.get(self.key("index", name)))
+                    entries = parseEntries(data)
+                self._versions[name] = version
+                return entries, etag
+        self._versions.pop(name, None)
         found = await self.objects.getWithETag(self.layout.indexKey(name))
         if found is None:
             return IndexEntries(), None
         data, etag = found
-        return IndexEntries.fromManifests(parseIndex(data, ()).manifests), etag.strip('"')
+        return parseEntries(data), etag.strip('"')
+
+    def _upToDate(self, name: str, kept, etag: str, mode: int, payload) -> IndexEntries | None:
+        """
+        The entries of the index whose ETag is C{etag}, from a L{_SINCE}
+        answer (C{mode}, C{payload}) and what this process kept (C{kept}:
+        C{(etag, version, entries)} or L{None}); L{None} when the bytes must
+        be fetched.  Replayed entries count only when their serialization
+        has that ETag: the log can never make a writer start from anything
+        but the current index.
+        """
+        if mode == 0 and kept is not None and kept[0] == etag:
+            return kept[2]
+        if mode == 1 and kept is not None:
+            entries = kept[2]
+            try:
+                for logged in payload:
+                    _, _, changes = _text(logged).partition(" ")
+                    replay(entries, json.loads(changes))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                self._log.warn("Unreadable change log of {name}; parsing the index", name=name)
+                return None
+            if etagOf(entries.serialize()) == etag:
+                return entries
+            self._log.warn(
+                "Replaying the change log of {name} did not give the current index; "
+                "parsing it",
+                name=name,
+            )
+            return None
+        if mode == 2 and payload:
+            return parseEntries(payload[0])
+        return None
 
     async def writeLocked(self, name: str, held, changes) -> list:
         """
@@ -507,28 +682,31 @@ class RepositoryMetadata:
         fromS3 = False
         for attempt in range(_WRITE_ATTEMPTS):
             if prefetched is not None and not fromS3:
-                entries, etag = await self.readForWrite(name, prefetched=prefetched[:2])
-                sizes = prefetched[2]
+                entries, etag = await self.readForWrite(name, prefetched=prefetched[0])
+                sizes = prefetched[1]
             else:
                 entries, etag = await self.readForWrite(name, fromS3)
                 needs = list(dict.fromkeys(d for _, n in changes if n for d in n))
                 sizes = await self.heldSizes(name, needs)
+            base = self._versions.get(name)
+            recorder = _Recorder(entries)
             outcomes = []
             changed = False
             for change, needs in changes:
                 try:
                     if needs is None:
-                        didChange, result = await change(entries)
+                        didChange, result = await change(recorder)
                     else:
-                        didChange, result = await change(entries, sizes)
+                        didChange, result = await change(recorder, sizes)
                 except Exception:
                     outcomes.append((False, Failure()))
                     continue
                 changed = changed or didChange
                 outcomes.append((True, result))
             if not changed:
-                if etag is not None:
-                    self._writerEntries[name] = (etag, entries)
+                # Entries a change touched before failing are not kept.
+                if etag is not None and base is not None and not recorder.changes:
+                    self._writerEntries[name] = (etag, base, entries)
                 return outcomes, None
             data = entries.serialize()
             try:
@@ -563,7 +741,7 @@ class RepositoryMetadata:
                 fromS3 = True
                 continue
             newEtag = (newEtag if isinstance(newEtag, str) else etagOf(data)).strip('"')
-            return outcomes, (etag, data, newEtag, entries)
+            return outcomes, (etag, data, newEtag, entries, recorder.changes)
         raise IndexWriteRefused(name, f"S3 refused {_WRITE_ATTEMPTS} index writes")
 
     def _recordCommand(self, name: str, held, pending):
@@ -571,25 +749,29 @@ class RepositoryMetadata:
         @return: a function queueing the L{_RECORD} script of C{pending}
             (see L{_apply}) on a redis-py pipeline.
         """
-        etag, data, newEtag, _ = pending
+        etag, data, newEtag, _, changes = pending
         keys = [
             self.locks.lockKey(name),
             self.key("index", name),
             self.key("indexetag", name),
             self.key("indexver", name),
             self.key("repos"),
+            self.key("indexlog", name),
         ]
-        args = [held.token, etag or "", data, newEtag, name, firstVersion()]
+        args = [
+            held.token, etag or "", data, newEtag, name, firstVersion(),
+            json.dumps(changes, separators=(",", ":")), _LOG_LENGTH, _LOG_EXPIRY_MS,
+        ]
         return lambda pipe: pipe.eval(_RECORD, len(keys), *keys, *args)
 
     def _recorded(self, name: str, pending, version) -> None:
         """
         Note what the L{_RECORD} script answered for C{pending}.
         """
-        _, _, newEtag, entries = pending
+        _, _, newEtag, entries, _ = pending
         if version:
             version = str(int(version))
-            self._writerEntries[name] = (newEtag, entries)
+            self._writerEntries[name] = (newEtag, version, entries)
             self._cache[name] = (version, entries.snapshot((version,)))
         else:
             self._log.warn(

@@ -420,12 +420,23 @@ class S3Store:
         else:
             info = parseManifest(body, contentType, digest)
         allNeeded = [d.digest for d in info.blobs] + [d.digest for d in info.children]
-        try:
-            index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
-        except NotReady:
-            await self.ensureReady()
-            index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
-        known = index.byDigest if index is not None else {}
+        known = {}
+        if info.children:
+            # An index's children may be listed manifests: the index is read
+            # (and parsed, when it changed) only for those.
+            try:
+                index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
+            except NotReady:
+                await self.ensureReady()
+                index, held = await self.metadata.indexAndSizes(name, allNeeded + [digest])
+            if index is not None:
+                known = index.byDigest
+        else:
+            held = await self.metadata.heldSizes(name, allNeeded + [digest])
+            if any(held[d] is None for d in allNeeded) and not await self.metadata.isReady():
+                # Redis lost its state: rebuild it before answering 400.
+                await self.ensureReady()
+                held = await self.metadata.heldSizes(name, allNeeded + [digest])
         needed = [d.digest for d in info.blobs] + [
             d.digest for d in info.children if d.digest not in known
         ]
