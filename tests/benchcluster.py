@@ -66,7 +66,7 @@ async def _run(reactor, instances: int, port: int, logLevel: str) -> None:
     session = _Session()
     cluster = lbsupport.RegistryCluster(
         session, count=instances, config={"log": {"level": logLevel}},
-        reactor=reactor, balancerPort=port,
+        reactor=reactor, balancerPort=port, checks=lbsupport.PATIENT_CHECKS,
     )
     stopped = Deferred()
     for signum in (signal.SIGTERM, signal.SIGINT):

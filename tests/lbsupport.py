@@ -59,15 +59,24 @@ def _dieWithParent() -> None:
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def haproxyConfig(port: int, backends: "list[tuple[str, int]]") -> str:
+#: The health checks of the tests: a dead instance is out within 200 ms.
+QUICK_CHECKS = "check inter 200ms fall 1 rise 2"
+#: Health checks for benchmarks: an instance busy for a moment (a /readyz
+#: answered late under load) stays in the rotation.
+PATIENT_CHECKS = "check inter 1s fall 3 rise 2"
+
+
+def haproxyConfig(port: int, backends: "list[tuple[str, int]]",
+                  checks: str = QUICK_CHECKS) -> str:
     """
     The HAProxy configuration described in the module docstring.
 
     @param port: the balancer's port on 127.0.0.1.
     @param backends: C{(name, port)} of each instance on 127.0.0.1.
+    @param checks: the health-check options of each server line.
     """
     servers = "\n".join(
-        f"    server {name} 127.0.0.1:{backendPort} check inter 200ms fall 1 rise 2"
+        f"    server {name} 127.0.0.1:{backendPort} {checks}"
         for name, backendPort in backends
     )
     return f"""\
@@ -108,11 +117,12 @@ class LoadBalancer:
     """
 
     def __init__(self, testCase, backends: "list[tuple[str, int]]",
-                 port: int | None = None) -> None:
+                 port: int | None = None, checks: str = QUICK_CHECKS) -> None:
         """
         Write the configuration; L{start} starts it.
 
         @param port: the port to listen on; a free one by default.
+        @param checks: see L{haproxyConfig}.
         """
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not os.path.exists(binary):
@@ -125,7 +135,7 @@ class LoadBalancer:
         self.configPath = os.path.join(self.base, "haproxy.cfg")
         self.logPath = os.path.join(self.base, "haproxy.log")
         with open(self.configPath, "w") as f:
-            f.write(haproxyConfig(self.port, backends))
+            f.write(haproxyConfig(self.port, backends, checks))
         self.process: subprocess.Popen | None = None
         testCase.addCleanup(self.stop)
 
@@ -197,7 +207,7 @@ class RegistryCluster:
 
     def __init__(self, testCase, count: int = 3, storage: dict | None = None,
                  config: dict | None = None, reactor=None,
-                 balancerPort: int | None = None) -> None:
+                 balancerPort: int | None = None, checks: str = QUICK_CHECKS) -> None:
         """
         Prepare the instances and the balancer; L{start} starts them.
 
@@ -205,6 +215,8 @@ class RegistryCluster:
             C{gcDelay}).
         @param config: other config sections for every instance.
         @param balancerPort: the balancer's port; a free one by default.
+        @param checks: the balancer's health-check options (see
+            L{haproxyConfig}).
         """
         from twisted.internet import reactor as globalReactor
 
@@ -228,7 +240,7 @@ class RegistryCluster:
         self.names = [f"zot{i}" for i in range(count)]
         self.balancer = LoadBalancer(
             testCase, [(name, p.port) for name, p in zip(self.names, self.instances)],
-            port=balancerPort,
+            port=balancerPort, checks=checks,
         )
         self.url = self.balancer.url
         self.pool = HTTPConnectionPool(self._reactor, persistent=True)
