@@ -78,6 +78,7 @@ return 0
 #: Milliseconds a refused attempt marks a lock wanted: a little longer
 #: than the fallback poll, so a live waiter keeps it marked.
 _WANT_MS = 1000
+WANT_MS = _WANT_MS
 
 #: KEYS[1] lock; ARGV[1] token, ARGV[2] ttl in ms.  Prolongs only our own lock.
 _EXTEND = """
@@ -383,6 +384,29 @@ class FencedLocks:
         return _Acquiring(self, name, wait)
 
     # -- release messages --------------------------------------------------------------
+
+    def expect(self, name: str) -> Deferred:
+        """
+        @return: a L{Deferred} fired by the next message about C{name} on
+            L{channel} (a release, or whatever else a holder announces
+            there); ask for it before the Redis call whose outcome it
+            follows, so a message sent meanwhile is not missed.
+        """
+        self._startListening()
+        return self._expect(name)
+
+    def pause(self, name: str, seconds: float, wake: Deferred) -> Deferred:
+        """
+        @return: a L{Deferred} firing after C{seconds} or when C{wake} (from
+            L{expect}) fires, whichever comes first.
+        """
+        return self._pause(name, seconds, wake)
+
+    def forget(self, name: str, wake: Deferred) -> None:
+        """
+        Stop expecting a message (C{wake} from L{expect}).
+        """
+        self._forget(name, wake)
 
     def _expect(self, name: str) -> Deferred:
         wake = Deferred()

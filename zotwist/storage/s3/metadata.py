@@ -40,6 +40,7 @@ re-reads S3, and a rebuild (L{zotwist.storage.s3.rebuild}) reads S3 too.
 
 import hashlib
 import json
+import random
 import time
 
 from twisted.internet.defer import Deferred
@@ -47,8 +48,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zotwist import oci
-from zotwist.coordination.locks import LockLost, LockTimeout
-from zotwist.errors import RegistryError
+from zotwist.coordination.locks import WANT_MS, HeldLock, LockLost, newToken
+from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 
 LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
@@ -144,9 +145,85 @@ return {etag, version, 2, ARGV[1], redis.call('GET', KEYS[1]) or ''}
 _LOG_LENGTH = 64
 _LOG_EXPIRY_MS = 3600 * 1000
 
-#: Seconds after a release that found the lock wanted during which this
-#: instance's next batch lets the waiters go first.
-_YIELD_WINDOW = 0.05
+#: One attempt of a submitter (L{RepositoryMetadata.mutate}).  KEYS: lock,
+#: fence, want (L{zotwist.coordination.locks}' keys and protocol), the
+#: repository's job queue, its results; ARGV: token, lock TTL in ms, want
+#: mark in ms, how many new jobs, the new jobs (JSON), then the ids of the
+#: submitter's unanswered jobs.  Queues the new jobs; takes the answers
+#: of finished ones; and unless every job is answered, tries to take the
+#: lock (an acquisition takes the whole queue too).  Answers {fence or 0,
+#: number of answers, id, answer, ..., drained jobs...}.
+_ATTEMPT = """
+local fresh = tonumber(ARGV[4])
+for i = 1, fresh do
+    redis.call('RPUSH', KEYS[4], ARGV[4 + i])
+end
+local found = {}
+local waiting = 0
+for i = 5 + fresh, #ARGV do
+    local answer = redis.call('HGET', KEYS[5], ARGV[i])
+    if answer then
+        redis.call('HDEL', KEYS[5], ARGV[i])
+        found[#found + 1] = ARGV[i]
+        found[#found + 1] = answer
+    else
+        waiting = waiting + 1
+    end
+end
+local fence = 0
+local drained = {}
+if waiting > 0 then
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        fence = redis.call('INCR', KEYS[2])
+        drained = redis.call('LRANGE', KEYS[4], 0, -1)
+        redis.call('DEL', KEYS[4])
+    else
+        redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+    end
+end
+local answer = {fence, #found / 2}
+for i = 1, #found do
+    answer[#answer + 1] = found[i]
+end
+for i = 1, #drained do
+    answer[#answer + 1] = drained[i]
+end
+return answer
+"""
+
+#: The end of a holder's round.  KEYS: lock, want, job queue; ARGV: token,
+#: channel, repository, lock TTL in ms.  Takes the jobs queued meanwhile
+#: and keeps the lock (prolonged) for them, or releases it when there are
+#: none (as L{zotwist.coordination.locks} does); either way announces the
+#: round on the channel, so the submitters collect their answers.
+#: Answers {1, jobs...}, {0, wanted (0 or 1)}, or {-1} when the lock was
+#: not ours any more.
+_NEXT = """
+local state = {-1}
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    local jobs = redis.call('LRANGE', KEYS[3], 0, -1)
+    if #jobs > 0 then
+        redis.call('DEL', KEYS[3])
+        redis.call('PEXPIRE', KEYS[1], ARGV[4])
+        state = {1}
+        for i = 1, #jobs do
+            state[#state + 1] = jobs[i]
+        end
+    else
+        redis.call('DEL', KEYS[1])
+        state = {0, redis.call('DEL', KEYS[2])}
+    end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return state
+"""
+
+#: Milliseconds a submitter's answer waits in Redis for it to collect it.
+_ANSWER_EXPIRY_MS = 120 * 1000
+
+#: What L{RepositoryMetadata.mutate} answers for a manifest job whose
+#: manifest bytes are not held any more: store them again and resubmit.
+BYTES_MISSING = "bytes-missing"
 
 #: How many times a lock holder re-reads S3 and retries after a 412.
 _WRITE_ATTEMPTS = 4
@@ -280,6 +357,67 @@ def parseEntries(data: bytes | None) -> IndexEntries:
     return IndexEntries.fromManifests(_manifestsOf(data))
 
 
+def jobNeeds(job: dict) -> list:
+    """
+    The digests whose sizes in C{blobs:<repo>} applying C{job} needs.
+    """
+    if job.get("kind") == "put":
+        return list(job.get("needs") or []) + [job["digest"]]
+    return []
+
+
+def applyJob(entries, job: dict, sizes: dict):
+    """
+    Apply one change described as data (any instance can apply it, see
+    L{RepositoryMetadata.mutate}) to C{entries}.
+
+      - C{{"kind": "put", "needs": [digests], "digest", "descriptor",
+        "tags": [...]}}: list the manifest (tagged with each of C{tags}, or
+        untagged), if every digest it needs and its own bytes are held;
+      - C{{"kind": "delete", "reference", "byDigest"}}: remove a manifest
+        and its tags, or untag.
+
+    @param sizes: digest -> size or L{None}, for L{jobNeeds}.
+    @return: C{(changed, answer)}; the answer is C{{"ok": value}},
+        C{{"missing": [digests]}}, C{{"bytes": true}} or
+        C{{"refused": why}} (see L{answerValue}).
+    """
+    kind = job.get("kind")
+    if kind == "put":
+        missing = [d for d in job.get("needs") or [] if sizes.get(d) is None]
+        if missing:
+            return False, {"missing": list(dict.fromkeys(missing))}
+        if sizes.get(job["digest"]) is None:
+            return False, {"bytes": True}
+        descriptor = job["descriptor"]
+        if not job.get("tags"):
+            return entries.add(descriptor), {"ok": None}
+        for tag in job["tags"]:
+            entries.tag(tag, descriptor)
+        return True, {"ok": None}
+    if kind == "delete":
+        reference = job["reference"]
+        if job.get("byDigest"):
+            found = entries.removeDigest(reference)
+        else:
+            found = entries.untag(reference)
+        return found, {"ok": found}
+    return False, {"refused": f"unknown index change {kind!r}"}
+
+
+def answerValue(name: str, answer: dict):
+    """
+    What L{RepositoryMetadata.mutate} answers (or raises) for a job's answer.
+    """
+    if "ok" in answer:
+        return answer["ok"]
+    if "missing" in answer:
+        raise ManifestBlobsUnknown(list(answer["missing"]))
+    if answer.get("bytes"):
+        return BYTES_MISSING
+    raise IndexWriteRefused(name, str(answer.get("refused") or "refused"))
+
+
 class S3Layout:
     """
     Object keys of the OCI layouts under the store's root directory.
@@ -348,9 +486,9 @@ class RepositoryMetadata:
         self._versions: dict[str, str] = {}
         self._queues: dict[str, list] = {}
         self._writing: set[str] = set()
-        #: name -> until when a new batch lets waiting instances go first
-        #: (the last release found the lock wanted by others).
-        self._yieldNext: dict[str, float] = {}
+        #: Names this process's job ids by (with a counter).
+        self._instance = newToken()[:16]
+        self._jobCount = 0
         #: Repositories whose C{oci-layout} this process wrote.
         self._layouts: set[str] = set()
 
@@ -458,108 +596,241 @@ class RepositoryMetadata:
 
     # -- changing ------------------------------------------------------------------
 
-    async def mutate(self, name: str, change, needs=None):
+    async def mutate(self, name: str, job: dict):
         """
-        Apply C{change} to the repository's index, under its lock, and
-        write the result.
+        Apply C{job} (a change described as data, see L{applyJob}) to the
+        repository's index and write it to S3: group commit across
+        requests and instances.
 
-        C{change} is a coroutine function answering C{(changed, result)}:
-        called as C{change(entries)} with the L{IndexEntries}, or, when
-        C{needs} (digests) is given, as C{change(entries, sizes)} with
-        C{sizes} mapping each of C{needs} to its size in C{blobs:<repo>} (or
-        L{None}), read in the same Redis transaction that took the lock.
+        The job joins the repository's queue in Redis; whichever instance
+        holds (or takes) the repository lock applies every queued job, its
+        own and other instances', in one S3 write, records the answers in
+        Redis and announces them; it takes the jobs queued meanwhile for
+        another round before it releases the lock.  A submitter that does
+        not get the lock waits for those announcements (or a back-off) and
+        asks again: for its answers, else for the lock (so a holder that
+        died only delays the jobs it took until its lock expires, then
+        their submitters apply them themselves).
 
-        Changes that arrive while a write is in flight are applied together
-        by the next one, in order (one lock hold, one S3 write for all).
-
-        @return: C{result}, or raise what C{change} raised.
-        @raise IndexWriteRefused: the change could not be written safely.
+        @return: the job's value (see L{answerValue}), or raise.
+        @raise IndexWriteRefused: the change could not be written safely
+            (it may still be applied later by the holder that has it).
         """
         waiting = Deferred()
-        self._queues.setdefault(name, []).append((change, needs, waiting))
+        self._jobCount += 1
+        job = dict(job, id=f"{self._instance}:{self._jobCount}")
+        self._queues.setdefault(name, []).append((job, waiting))
         if name not in self._writing:
             self._writing.add(name)
-            self._writeQueued(name)
+            self._run(name)
         return await waiting
 
-    def _writeQueued(self, name: str) -> None:
+    def _run(self, name: str) -> None:
         from twisted.internet.defer import ensureDeferred
 
-        batch = self._queues.pop(name, None)
-        if not batch:
-            self._writing.discard(name)
-            return
-        changes = [(change, needs) for change, needs, _ in batch]
-        d = ensureDeferred(self._writeBatch(name, changes))
-
-        def written(outcomes):
-            for (_, _, waiting), (ok, value) in zip(batch, outcomes):
-                if ok:
-                    waiting.callback(value)
-                else:
-                    waiting.errback(value)
-
         def failed(failure):
-            for _, _, waiting in batch:
-                waiting.errback(failure)
+            self._log.failure("Index writer of {name} failed", failure, name=name)
 
-        d.addCallbacks(written, failed)
-        d.addBoth(lambda _: self._writeQueued(name))
+        def again(_):
+            if self._queues.get(name):
+                self._run(name)
+            else:
+                self._queues.pop(name, None)
+                self._writing.discard(name)
 
-    async def _writeBatch(self, name: str, changes) -> list:
+        d = ensureDeferred(self._submit(name))
+        d.addErrback(failed)
+        d.addBoth(again)
+
+    def _deliver(self, name: str, waiting: Deferred, answer: dict) -> None:
+        try:
+            value = answerValue(name, answer)
+        except Exception:
+            waiting.errback(Failure())
+        else:
+            waiting.callback(value)
+
+    async def _submit(self, name: str) -> None:
         """
-        One lock hold for a batch of queued changes: two Redis round trips
-        around the S3 write.  The lock is taken in a transaction that also
-        reads the index, its ETag and the sizes the changes need; the new
-        index is recorded in the transaction that releases it.
+        Queue this process's jobs of C{name} in Redis and see them answered
+        (as holder or by another).
         """
-        needs = list(dict.fromkeys(d for _, n in changes if n for d in n))
-        blobsKey = self.key("blobs", name)
+        own: dict[str, tuple] = {}
+        deadline = time.monotonic() + self.locks.wait
+        delay = self.locks._firstDelay
+        while True:
+            fresh = self._queues.pop(name, [])
+            for job, waiting in fresh:
+                own[job["id"]] = (job, waiting)
+            if not own:
+                return
+            wake = self.locks.expect(name)
+            token = newToken()
+            started = time.monotonic()
+            try:
+                fence, found, drained = await self.redis.run(
+                    self._attempt, name, token, [job for job, _ in fresh], list(own)
+                )
+            except Exception:
+                self.locks.forget(name, wake)
+                failure = Failure()
+                for _, waiting in own.values():
+                    waiting.errback(failure)
+                return
+            for jobId, answer in found:
+                if jobId in own:
+                    self._deliver(name, own.pop(jobId)[1], answer)
+            if fence:
+                self.locks.forget(name, wake)
+                held = HeldLock(self.locks, name, token, fence)
+                held.acquired = started
+                await self._hold(name, held, drained, own)
+                return
+            if not own:
+                self.locks.forget(name, wake)
+                continue
+            now = time.monotonic()
+            if now >= deadline:
+                self.locks.forget(name, wake)
+                refused = {"refused": "the repository lock stayed taken"}
+                for _, waiting in own.values():
+                    self._deliver(name, waiting, refused)
+                return
+            pause = min(delay, deadline - now) * random.uniform(0.5, 1.0)
+            await self.locks.pause(name, pause, wake)
+            delay = min(delay * 2, self.locks._maxDelay)
+
+    def _attempt(self, r, name: str, token: str, fresh: list, ids: list):
+        """
+        Blocking: the L{_ATTEMPT} script.  @return: C{(fence or 0,
+        [(id, answer)], drained jobs)}.
+        """
+        keys = [
+            self.locks.lockKey(name),
+            self.locks.fenceKey(name),
+            self.locks.wantKey(name),
+            self.key("indexq", name),
+            self.key("indexres", name),
+        ]
+        args = [
+            token, self.locks._ms(None), WANT_MS, len(fresh),
+            *[json.dumps(job, separators=(",", ":")) for job in fresh], *ids,
+        ]
+        answer = r.eval(_ATTEMPT, len(keys), *keys, *args)
+        fence, count = int(answer[0]), int(answer[1])
+        found = [
+            (_text(answer[2 + 2 * i]), json.loads(answer[3 + 2 * i])) for i in range(count)
+        ]
+        drained = [json.loads(job) for job in answer[2 + 2 * count:]]
+        return fence, found, drained
+
+    async def _hold(self, name: str, held, drained: list, own: dict) -> None:
+        """
+        Rounds of the lock holder: apply the queued jobs (C{drained}, this
+        process's C{own} unanswered ones, and local arrivals), write,
+        answer, and go on with what was queued meanwhile.
+        """
+        jobs = {job["id"]: job for job in drained}
+        for jobId, (job, _) in own.items():
+            jobs.setdefault(jobId, job)
+        while True:
+            for job, waiting in self._queues.pop(name, []):
+                own[job["id"]] = (job, waiting)
+                jobs[job["id"]] = job
+            try:
+                answers, pending = await self._writeJobs(name, held, list(jobs.values()))
+            except IndexWriteRefused as e:
+                answers, pending = {jobId: {"refused": e.why} for jobId in jobs}, None
+            except Exception as e:
+                self._log.failure("Writing the index of {name} failed", name=name)
+                answers, pending = {jobId: {"refused": repr(e)} for jobId in jobs}, None
+            foreign = {jobId: a for jobId, a in answers.items() if jobId not in own}
+            record = None if pending is None else self._recordCommand(name, held, pending)
+            started = time.monotonic()
+            try:
+                version, state, more = await self.redis.run(
+                    self._finishRound, name, held.token, record, foreign
+                )
+            except Exception:
+                failure = Failure()
+                self._log.failure("Ending a round on the index of {name} failed", failure,
+                                  name=name)
+                for jobId in list(answers):
+                    if jobId in own:
+                        own.pop(jobId)[1].errback(failure)
+                return
+            if pending is not None:
+                self._recorded(name, pending, version)
+            for jobId, answer in answers.items():
+                if jobId in own:
+                    self._deliver(name, own.pop(jobId)[1], answer)
+            if state != 1:
+                held.released = True
+                return
+            held.acquired = started
+            jobs = {job["id"]: job for job in more}
+
+    async def _writeJobs(self, name: str, held, jobs: list):
+        """
+        Apply C{jobs} and write the index (one round of L{_hold}).
+
+        @return: C{({id: answer}, pending record or None)}.
+        """
+        needs = list(dict.fromkeys(d for job in jobs for d in jobNeeds(job)))
         since = self._sinceCommand(name, self._writerEntries.get(name))
+        blobsKey = self.key("blobs", name)
 
-        def reads(pipe):
+        def read(r):
+            pipe = r.pipeline(transaction=False)
             since(pipe)
             if needs:
                 pipe.hmget(blobsKey, needs)
+            return pipe.execute()
 
-        try:
-            held = await self.locks.acquire(
-                name, after=reads, yieldFirst=self._yieldNext.pop(name, 0.0) > time.monotonic()
-            )
-        except LockTimeout as e:
-            raise IndexWriteRefused(name, str(e))
+        answers = await self.redis.run(read)
         sizes = {}
         if needs:
-            sizes = {
-                d: (int(v) if v is not None else None) for d, v in zip(needs, held.results[1])
-            }
-        prefetched = (held.results[0], sizes)
-        try:
-            outcomes, pending = await self._apply(name, held, changes, prefetched)
-        except BaseException:
-            try:
-                await held.release()
-            except Exception:
-                self._log.failure("Releasing the lock of {name} failed", name=name)
-            raise
-        record = None if pending is None else self._recordCommand(name, held, pending)
-        try:
-            await held.release(before=record)
-        except Exception:
-            if pending is not None:
-                # The S3 write happened, the change stands (the next writer
-                # reads S3 after its 412); only Redis lags.
-                self._log.failure("Recording the index of {name} failed", name=name)
-            else:
-                self._log.failure("Releasing the lock of {name} failed", name=name)
-            return outcomes
-        if held.wanted:
-            # Someone waited meanwhile: if more changes are queued right
-            # away, let the waiter go first.
-            self._yieldNext[name] = time.monotonic() + _YIELD_WINDOW
-        if pending is not None:
-            self._recorded(name, pending, held.results[0])
-        return outcomes
+            sizes = {d: (int(v) if v is not None else None) for d, v in zip(needs, answers[1])}
+
+        def changeFor(job):
+            async def change(entries, sizes):
+                return applyJob(entries, job, sizes)
+
+            return change
+
+        changes = [(changeFor(job), jobNeeds(job)) for job in jobs]
+        outcomes, pending = await self._apply(name, held, changes, (answers[0], sizes))
+        result = {}
+        for job, (ok, value) in zip(jobs, outcomes):
+            result[job["id"]] = value if ok else {"refused": repr(value.value)}
+        return result, pending
+
+    def _finishRound(self, r, name: str, token: str, record, foreign: dict):
+        """
+        Blocking: record the index (C{record}, from L{_recordCommand}),
+        the answers of other instances' jobs, and the L{_NEXT} script, in
+        one transaction.  @return: C{(record's answer, state, more jobs)}.
+        """
+        pipe = r.pipeline(transaction=True)
+        if record is not None:
+            record(pipe)
+        if foreign:
+            resultsKey = self.key("indexres", name)
+            pipe.hset(resultsKey, mapping={
+                jobId: json.dumps(answer, separators=(",", ":"))
+                for jobId, answer in foreign.items()
+            })
+            pipe.pexpire(resultsKey, _ANSWER_EXPIRY_MS)
+        pipe.eval(
+            _NEXT, 3, self.locks.lockKey(name), self.locks.wantKey(name),
+            self.key("indexq", name), token, self.locks.channel, name, self.locks._ms(None),
+        )
+        answers = pipe.execute()
+        version = answers[0] if record is not None else None
+        state = answers[-1]
+        code = int(state[0])
+        more = [json.loads(job) for job in state[1:]] if code == 1 else []
+        return version, code, more
 
     def _sinceCommand(self, name: str, kept):
         """

@@ -35,7 +35,13 @@ from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
 from zotwist.storage.index import RepositoryIndex
 from zotwist.storage.interfaces import IRegistryStore
-from zotwist.storage.s3.metadata import NotReady, RepositoryMetadata, S3Layout
+from zotwist.storage.s3.metadata import (
+    BYTES_MISSING,
+    IndexWriteRefused,
+    NotReady,
+    RepositoryMetadata,
+    S3Layout,
+)
 
 #: Seconds the repository lock lives unless its holder extends it (the
 #: holder extends it before each index write and while the collector works):
@@ -453,24 +459,21 @@ class S3Store:
             info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
         ):
             descriptor["artifactType"] = info.artifactType
-
-        async def change(entries, present):
-            # Under the repository lock, where the garbage collector decides
-            # too: what this manifest needs must be held now (`present` was
-            # read when the lock was taken), and becomes referenced before
-            # the lock is released (zotwist.storage.s3.gc).
-            missing = [d for d in allNeeded if present[d] is None]
-            if missing:
-                raise ManifestBlobsUnknown(list(dict.fromkeys(missing)))
-            if present[digest] is None:
-                await self.metadata.putBlobBytes(name, digest, body)
-            if not tags:
-                return entries.add(descriptor), None
-            for tag in tags:
-                entries.tag(tag, descriptor)
-            return True, None
-
-        await self.metadata.mutate(name, change, needs=allNeeded + [digest])
+        # Applied under the repository lock (by whichever instance holds
+        # it), where the garbage collector decides too: what this manifest
+        # needs must be held then, and becomes referenced before the lock is
+        # released (zotwist.storage.s3.gc).
+        job = {
+            "kind": "put", "needs": allNeeded, "digest": digest,
+            "descriptor": descriptor, "tags": tags,
+        }
+        for _ in range(3):
+            if await self.metadata.mutate(name, job) != BYTES_MISSING:
+                break
+            # The manifest's own bytes went (a blob DELETE): store them again.
+            await self.metadata.putBlobBytes(name, digest, body)
+        else:
+            raise IndexWriteRefused(name, "the manifest's bytes keep disappearing")
         # Bytes written just now are as young as a touch would make them.
         await self._touch(name, allNeeded if wrote else allNeeded + [digest])
         return info
@@ -479,16 +482,11 @@ class S3Store:
         index = await self._requireIndex(name)
         if self._resolve(index, reference) is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        byDigest = oci.looksLikeDigest(reference)
-
-        async def change(entries):
-            if byDigest:
-                found = entries.removeDigest(reference)
-            else:
-                found = entries.untag(reference)
-            return found, found
-
-        if not await self.metadata.mutate(name, change):
+        job = {
+            "kind": "delete", "reference": reference,
+            "byDigest": oci.looksLikeDigest(reference),
+        }
+        if not await self.metadata.mutate(name, job):
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
 
     async def listTags(self, name: str) -> list[str]:
