@@ -187,6 +187,66 @@ class FencedLockTests(_RedisCase):
 
         return ensureDeferred(run())
 
+    def test_releaseWakesWaiter(self):
+        """
+        A waiter on another instance is woken by the release message: its
+        back-off is a minute at least, yet it has the lock within seconds
+        of the release.  The release reports that the lock was wanted
+        meanwhile.
+        """
+
+        async def run():
+            holder = await self.locks().acquire("repo")
+            waiter = FencedLocks(
+                self.connect(), self.runner, self.key, reactor, ttl=10, wait=240,
+                firstDelay=120.0, maxDelay=120.0,
+            )
+            self.addCleanup(waiter.stop)
+            waiting = ensureDeferred(waiter.acquire("repo"))
+            # Refused once (the lock is marked wanted), then sleeping.
+            await waitUntil(
+                lambda: self.conn.exists(self.key("want", "repo")), 5, "never refused"
+            )
+            # Let the subscriber thread subscribe before the message goes out.
+            channel = self.key("unlocked").encode()
+            await waitUntil(
+                lambda: self.conn.pubsub_numsub(channel)[0][1] > 0, 5, "never subscribed"
+            )
+            self.assertFalse(waiting.called)
+            self.assertTrue(await holder.release())
+            self.assertTrue(holder.wanted)
+            await waitUntil(lambda: waiting.called, 20, "the release never woke the waiter")
+            held = await waiting
+            self.assertGreater(held.fence, holder.fence)
+            self.assertTrue(await held.release())
+            self.assertFalse(held.wanted)
+
+        return ensureDeferred(run())
+
+    def test_acquireReadsAndReleaseWrites(self):
+        """
+        Commands added to the acquiring transaction see the state as the
+        new holder does; commands added to the release run while the lock
+        is still held, in the same round trip.
+        """
+
+        async def run():
+            locks = self.locks()
+            self.conn.set(self.key("data"), "before")
+            held = await locks.acquire("repo", after=lambda pipe: pipe.get(self.key("data")))
+            self.assertEqual(held.results, [b"before"])
+
+            def write(pipe):
+                pipe.get(self.key("lock", "repo"))
+                pipe.set(self.key("data"), "after")
+
+            self.assertTrue(await held.release(before=write))
+            self.assertEqual(held.results, [held.token.encode(), True])
+            self.assertEqual(self.conn.get(self.key("data")), b"after")
+            self.assertFalse(self.conn.exists(self.key("lock", "repo")))
+
+        return ensureDeferred(run())
+
     def test_contextManagerReleasesOnError(self):
         """
         Leaving an C{async with} block by an exception releases the lock.
