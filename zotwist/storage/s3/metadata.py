@@ -14,23 +14,36 @@ the catalog C{repos}.  Each instance keeps the parsed index per repository
 keyed by C{indexver}, so a tag lookup is one small Redis script call and
 no JSON parse while nothing changes.
 
-A change (tag, untag, add, remove) is a read-modify-write:
- 1. take the repository's fenced lock (L{zotwist.coordination.locks});
- 2. read the current index from Redis (else from S3) with its ETag;
- 3. apply the queued changes (every change that arrived while the last
-    write was in flight: one write for many concurrent pushes);
- 4. PUT C{index.json} conditionally: C{If-Match: <etag>} (unquoted:
+A change (tag, untag, add, remove) is a read-modify-write under the
+repository's fenced lock (L{zotwist.coordination.locks}), done as a group
+commit across requests and instances (L{RepositoryMetadata.mutate}):
+ 1. the change is a job described as data (L{applyJob}); it joins the
+    repository's queue in Redis (C{indexq:<repo>}) in the same script call
+    that tries to take the lock;
+ 2. the instance that gets the lock takes the whole queue with it (every
+    instance's jobs), reads the index and the blob sizes the jobs need in
+    one Redis round trip: the index it parsed last time, brought up to
+    date by replaying the change log C{indexlog:<repo>} (checked against
+    the ETag), or parsed from C{index:<repo>} when the log does not reach
+    back (else S3 when Redis has none);
+ 3. applies the jobs, in order;
+ 4. PUTs C{index.json} conditionally: C{If-Match: <etag>} (unquoted:
     Ceph Pacific refuses the quoted form), or C{If-None-Match: *} for a
     repository's first index.  S3 accepts only a write based on the
     current version, so even a holder whose lock expired while it was
-    paused cannot overwrite a newer index: it gets 412 and its request
-    fails cleanly (L{IndexWriteRefused}).  A current holder that gets 412
+    paused cannot overwrite a newer index: it gets 412 and its requests
+    fail cleanly (L{IndexWriteRefused}).  A current holder that gets 412
     (a paused ex-holder slipped a write in first) re-reads S3 and retries;
- 5. record the new bytes, ETag and version in Redis with a script that
-    accepts the update from the lock holder, or from anyone whose base
-    ETag is still the one Redis has (a writer whose lock ran out between
-    its S3 write and this step: its S3 write was based on the newest
-    version, so recording it is right).
+ 5. records, in one transaction: the new bytes, ETag, version and change
+    log entry (a script that accepts the update from the lock holder, or
+    from anyone whose base ETag is still the one Redis has: a writer whose
+    lock ran out between its S3 write and this step wrote based on the
+    newest version, so recording it is right); the answers of other
+    instances' jobs (C{indexres:<repo>}); and takes the jobs queued
+    meanwhile for another round, or releases the lock when there are none.
+    The round is announced on the lock channel: the submitters waiting on
+    other instances collect their answers.  Every answer is given after
+    the S3 write it depends on.
 
 The S3 PUT is the moment a change happens: once it succeeded, every later
 write is based on it (S3 refuses the others), so the change is never lost

@@ -205,5 +205,7 @@ def _restore(r, redis, name: str, blobs: dict, found) -> None:
         pipe.set(redis.key("index", name), data)
         pipe.set(redis.key("indexetag", name), etag.strip('"'))
         pipe.set(redis.key("indexver", name), firstVersion())
+        # Changes logged before describe other versions (see metadata).
+        pipe.delete(redis.key("indexlog", name))
     pipe.sadd(redis.key("repos"), name)
     pipe.execute()
