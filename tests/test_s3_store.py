@@ -213,6 +213,37 @@ class S3StoreTests(S3Case):
 
         return ensureDeferred(run())
 
+    def test_manifestBytesFromRedis(self):
+        """
+        An instance reads a manifest another instance pushed from the copy
+        in Redis, without an S3 GET; a copy in Redis that does not have the
+        digest is ignored (the bytes come from S3).
+        """
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            c = await self.instance()
+            digest, body, _ = await self.pushImage(a, "cached", "v1", "c")
+            gets = []
+            for store in (b, c):
+                original = store.objects.get
+
+                def spy(key, *args, _original=original, **kwargs):
+                    gets.append(key)
+                    return _original(key, *args, **kwargs)
+
+                store.objects.get = spy
+            self.assertEqual(await b.getManifest("cached", "v1"), (body, oci.OCI_MANIFEST, digest))
+            self.assertEqual(gets, [])
+            self.redis.set(self.key("manifest", digest), b'{"not": "it"}')
+            self.assertEqual(await c.getManifest("cached", "v1"), (body, oci.OCI_MANIFEST, digest))
+            self.assertEqual(gets, [self.objectKey("cached", "blobs", *digest.split(":"))])
+            # The bytes read from S3 replaced the bad copy.
+            self.assertEqual(self.redis.get(self.key("manifest", digest)), body)
+
+        return ensureDeferred(run())
+
     def test_concurrentTagsFromTwoInstances(self):
         """
         Sixteen tag pushes to one repository at once, half through each

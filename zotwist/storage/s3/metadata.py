@@ -231,6 +231,12 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return state
 """
 
+#: Manifests up to this size are kept in Redis (C{manifest:<digest>}) for
+#: this many seconds, so instances read each other's manifests from Redis
+#: rather than S3.
+MANIFEST_CACHE_MAX = 256 * 1024
+MANIFEST_CACHE_TTL = 86400
+
 #: Milliseconds a submitter's answer waits in Redis for it to collect it.
 _ANSWER_EXPIRY_MS = 120 * 1000
 
@@ -587,25 +593,49 @@ class RepositoryMetadata:
         values = await self.redis.run(lambda r: r.hmget(self.key("blobs", name), digests))
         return {d: (int(v) if v is not None else None) for d, v in zip(digests, values)}
 
-    async def recordBlob(self, name: str, digest: str, size: int) -> None:
+    async def recordBlob(self, name: str, digest: str, size: int,
+                         body: bytes | None = None) -> None:
         """
         Note that C{name} holds C{digest} (after its S3 object exists).
+
+        @param body: the bytes of a manifest, to keep in L{cacheManifest}.
         """
 
         def record(r):
             pipe = r.pipeline(transaction=True)
             pipe.hset(self.key("blobs", name), digest, size)
             pipe.sadd(self.key("holders", digest), name)
+            if body is not None and len(body) <= MANIFEST_CACHE_MAX:
+                pipe.set(self.key("manifest", digest), body, ex=MANIFEST_CACHE_TTL)
             pipe.execute()
 
         await self.redis.run(record)
 
     async def putBlobBytes(self, name: str, digest: str, data: bytes) -> None:
         """
-        Store small bytes (a manifest) as a blob of the layout and record it.
+        Store a manifest's bytes as a blob of the layout, record it, and
+        keep the bytes in Redis for the other instances (L{cachedManifest}).
         """
         await self.objects.put(self.layout.blobKey(name, digest), data)
-        await self.recordBlob(name, digest, len(data))
+        await self.recordBlob(name, digest, len(data), body=data)
+
+    async def cachedManifest(self, digest: str) -> bytes | None:
+        """
+        The bytes of a manifest as Redis keeps them (C{manifest:<digest>},
+        content-addressed, for L{MANIFEST_CACHE_TTL} after it was written
+        or last read from S3), or L{None}: an instance reads a manifest
+        another pushed without an S3 GET.  The caller checks the digest.
+        """
+        return await self.redis.run(lambda r: r.get(self.key("manifest", digest)))
+
+    async def cacheManifest(self, digest: str, body: bytes) -> None:
+        """
+        Keep a manifest read from S3 in Redis for the other instances.
+        """
+        if len(body) <= MANIFEST_CACHE_MAX:
+            await self.redis.run(
+                lambda r: r.set(self.key("manifest", digest), body, ex=MANIFEST_CACHE_TTL)
+            )
 
     # -- changing ------------------------------------------------------------------
 

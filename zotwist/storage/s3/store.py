@@ -395,12 +395,23 @@ class S3Store:
         return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
 
     async def _manifestBody(self, name: str, digest: str) -> bytes | None:
+        """
+        A manifest's bytes: from this process's LRU, else the copy in Redis
+        (written by the instance that stored them), else S3.  Bytes from
+        Redis or S3 count only when they have the digest.
+        """
         body = self._manifestBodies.get(digest)
         if body is not None:
             return body
-        body = await self.objects.get(self.layout.blobKey(name, digest))
-        if body is not None and oci.digestOf(body, digest.split(":", 1)[0]) == digest:
+        algorithm = digest.split(":", 1)[0]
+        body = await self.metadata.cachedManifest(digest)
+        if body is not None and oci.digestOf(body, algorithm) == digest:
             self._manifestBodies.put(digest, body, len(body))
+            return body
+        body = await self.objects.get(self.layout.blobKey(name, digest))
+        if body is not None and oci.digestOf(body, algorithm) == digest:
+            self._manifestBodies.put(digest, body, len(body))
+            await self.metadata.cacheManifest(digest, body)
             return body
         return None
 
