@@ -403,6 +403,50 @@ class S3StoreTests(S3Case):
 
         return ensureDeferred(run())
 
+    def test_readerReplaysChangeLog(self):
+        """
+        An instance that wrote the index before reads the next versions
+        another instance wrote by replaying the change log into the entries
+        it kept, without parsing the index; a log that does not give the
+        current ETag (tampered with) is dropped for a parse.
+        """
+        from zotwist.storage.s3 import metadata
+
+        async def run():
+            a = await self.instance()
+            b = await self.instance()
+            bodies = {}
+            for i in range(5):
+                config = f'{{"r": {i}}}'.encode()
+                await self.pushBlob(a, "read", config)
+                bodies[f"r{i}"] = imageManifest(descriptor(CONFIG, config), [])
+            parsed = []
+            original = metadata.parseIndex
+
+            def counting(data, signature):
+                parsed.append(data)
+                return original(data, signature)
+
+            self.patch(metadata, "parseIndex", counting)
+            await a.putManifest("read", bodies["r0"], oci.OCI_MANIFEST, "r0", [])
+            self.assertEqual(await a.listTags("read"), ["r0"])
+            await b.putManifest("read", bodies["r1"], oci.OCI_MANIFEST, "r1", [])
+            await b.putManifest("read", bodies["r2"], oci.OCI_MANIFEST, "r2", [])
+            before = len(parsed)
+            self.assertEqual(await a.listTags("read"), ["r0", "r1", "r2"])
+            self.assertEqual(
+                (await a.getManifest("read", "r2"))[2], digestOf(bodies["r2"])
+            )
+            self.assertEqual(len(parsed), before)
+            await b.putManifest("read", bodies["r3"], oci.OCI_MANIFEST, "r3", [])
+            log = self.key("indexlog", "read")
+            version = self.redis.lindex(log, -1).decode().split(" ", 1)[0]
+            self.redis.lset(log, -1, version + ' [["untag","r0"]]')
+            self.assertEqual(await a.listTags("read"), ["r0", "r1", "r2", "r3"])
+            self.assertEqual(len(parsed), before + 1)
+
+        return ensureDeferred(run())
+
     def test_layoutReadableBySkopeo(self):
         """
         The repository prefix, downloaded as it is, is an OCI layout that

@@ -67,11 +67,15 @@ from zotwist.storage.index import IndexEntries, RepositoryIndex
 
 LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 
-#: KEYS: indexver, index, repos, ready; ARGV: cached version ('' for none),
-#: repository name.  Answers {status, version, bytes}: 0 unknown
-#: repository, 1 known but no index yet (blobs only), 2 unchanged since the
-#: cached version, 3 changed (with the bytes), -1 Redis is not ready (empty
-#: after a restart: the state must be rebuilt).
+#: KEYS: indexver, index, repos, ready, indexetag, indexlog; ARGV: cached
+#: version ('' for none), repository name, the version and ETag of the
+#: entries this process's writer keeps ('' for none), the log's length.
+#: Answers {status, version, ...}: 0 unknown repository, 1 known but no
+#: index yet (blobs only), 2 unchanged since the cached version, 3 changed
+#: {3, version, bytes}, 4 changed but the writer's entries are current
+#: {4, version, etag}, 5 changed and the log holds every change since the
+#: writer's entries {5, version, etag, changes...}, -1 Redis is not ready
+#: (empty after a restart: the state must be rebuilt).
 _READ = """
 if redis.call('EXISTS', KEYS[4]) == 0 then
     return {-1, '', ''}
@@ -85,6 +89,24 @@ if not v then
 end
 if v == ARGV[1] then
     return {2, v, ''}
+end
+local etag = redis.call('GET', KEYS[5])
+if ARGV[3] ~= '' and etag then
+    if v == ARGV[3] and etag == ARGV[4] then
+        return {4, v, etag}
+    end
+    local since = tonumber(ARGV[3])
+    local missing = tonumber(v) - since
+    if missing > 0 and missing <= tonumber(ARGV[5]) then
+        local log = redis.call('LRANGE', KEYS[6], -missing, -1)
+        if #log == missing and tonumber(string.match(log[1], '^%d+')) == since + 1 then
+            local answer = {5, v, etag}
+            for i = 1, #log do
+                answer[#answer + 1] = log[i]
+            end
+            return answer
+        end
+    end
 end
 return {3, v, redis.call('GET', KEYS[2]) or ''}
 """
@@ -536,24 +558,31 @@ class RepositoryMetadata:
         @raise NotReady: Redis is empty and must be rebuilt first.
         """
         cached = self._cache.get(name)
+        kept = self._writerEntries.get(name)
         keys = [
             self.key("indexver", name),
             self.key("index", name),
             self.key("repos"),
             self.key("ready"),
+            self.key("indexetag", name),
+            self.key("indexlog", name),
+        ]
+        args = [
+            cached[0] if cached else "", name,
+            kept[1] if kept else "", kept[0] if kept else "", _LOG_LENGTH,
         ]
         digests = list(dict.fromkeys(digests))
         blobsKey = self.key("blobs", name)
 
         def read(r):
             pipe = r.pipeline(transaction=False)
-            pipe.eval(_READ, len(keys), *keys, cached[0] if cached else "", name)
+            pipe.eval(_READ, len(keys), *keys, *args)
             if digests:
                 pipe.hmget(blobsKey, digests)
             return pipe.execute()
 
         answers = await self.redis.run(read)
-        status, version, data = answers[0]
+        status, version, data = answers[0][:3]
         sizes = {}
         if digests:
             sizes = {d: (int(v) if v is not None else None) for d, v in zip(digests, answers[1])}
@@ -568,11 +597,34 @@ class RepositoryMetadata:
         if status == 2:
             return cached[1], sizes
         version = _text(version)
-        index = parseIndex(data, (version,))
+        index = None
+        if status in (4, 5) and self._writerEntries.get(name) is kept:
+            index = self._fromKept(name, kept, version, _text(data), answers[0][3:])
+        if index is None:
+            if status != 3:
+                data = await self.redis.run(lambda r: r.get(self.key("index", name)))
+            index = parseIndex(data, (version,))
         # What Redis says now replaces the cache, newer or not: a version
         # stands for one content, so an older one costs a parse, no more.
         self._cache[name] = (version, index)
         return index, sizes
+
+    def _fromKept(self, name: str, kept, version: str, etag: str, changes):
+        """
+        A reader's snapshot of version C{version} (ETag C{etag}) made from
+        the writer's kept entries, replaying C{changes} (the log since
+        them) into them first: no parse of the whole index.  L{None} when
+        the replay does not give that ETag (the kept entries are dropped).
+        """
+        if changes:
+            entries = self._upToDate(name, kept, etag, 1, changes)
+            if entries is None:
+                self._writerEntries.pop(name, None)
+                return None
+            self._writerEntries[name] = (etag, version, entries)
+        else:
+            entries = kept[2]
+        return entries.snapshot((version,))
 
     async def catalog(self) -> list[str]:
         names = await self.redis.run(lambda r: r.smembers(self.key("repos")))
