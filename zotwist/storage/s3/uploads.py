@@ -12,13 +12,17 @@ every request, with the offset, the multipart UploadId and the parts sent:
 the next PATCH, on whichever instance, loads them and continues.
 
 A session is written by one request at a time: a request takes the
-session's lock in Redis (waiting up to L{LOCK_WAIT} seconds for the previous
-request's instance to let go), keeps it while its body streams, and saves the
-state only while it still holds it, so a request whose lock expired (a stalled
-or dead instance) cannot overwrite a later one's progress.
+session's lock in Redis (waiting up to L{LOCK_WAIT} seconds, on the reactor,
+for the previous request's instance to let go), keeps it alive
+(L{LockKeeper}) while its body streams, and saves the state only while it
+still holds it, so a request whose lock expired (a stalled or dead instance)
+cannot overwrite a later one's progress, and a dead instance's lock is gone
+after L{LOCK_TTL_MS}.
 
-At most one part plus the writer's queue (L{zotwist.storage.writers.HIGH_WATER},
-beyond which the client's connection is paused) is in memory per upload.
+Per upload, at most L{PARTS_IN_FLIGHT} parts being sent, less than a part of
+tail and the writer's queue (L{zotwist.storage.writers.HIGH_WATER}, beyond
+which the client's connection is paused) are in memory: about 28 MiB,
+whatever the blob's size.
 """
 
 import json
