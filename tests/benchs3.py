@@ -49,7 +49,6 @@ async def main(reactor, sizeMiB: int) -> None:
     from zotwist.storage.s3.blobs import S3Blobs
     from zotwist.storage.s3.objects import ObjectStore
     from zotwist.threads import ThreadPoolRunner
-    from zotwist.web.site import RegistrySite
 
     endpoint = cephS3()
     redisURL = redisServer().url
@@ -71,8 +70,32 @@ async def main(reactor, sizeMiB: int) -> None:
         def __getattr__(self, name):
             return getattr(blobs, name)
 
-    port = reactor.listenTCP(0, RegistrySite(Store()), interface="127.0.0.1")
-    url = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        await _measure(reactor, runner, objects, endpoint, bucket, Store(), sizeMiB)
+    finally:
+        await redis.close()
+        runner.stopService()
+        uploadRunner.stopService()
+        partRunner.stopService()
+
+
+async def _measure(reactor, runner, objects, endpoint, bucket, store, sizeMiB: int) -> None:
+    """
+    Serve C{store} on loopback and time the uploads.
+    """
+    from zotwist.web.site import RegistrySite
+
+    port = reactor.listenTCP(0, RegistrySite(store), interface="127.0.0.1")
+    try:
+        await _uploads(runner, objects, f"http://127.0.0.1:{port.getHost().port}", sizeMiB)
+    finally:
+        await port.stopListening()
+
+
+async def _uploads(runner, objects, url: str, sizeMiB: int) -> None:
+    """
+    The timed uploads against the registry at C{url}.
+    """
     size = sizeMiB * MiB
     with tempfile.NamedTemporaryFile(prefix="zotwist-bench-") as f:
         data = os.urandom(size)
@@ -131,11 +154,6 @@ async def main(reactor, sizeMiB: int) -> None:
         assert code == 201, code
         print(f"chunked upload (32 MiB PATCHes) through zotwist: {sizeMiB / chunked:.0f} MiB/s "
               f"({chunked:.2f} s)")
-    await port.stopListening()
-    await redis.close()
-    runner.stopService()
-    uploadRunner.stopService()
-    partRunner.stopService()
 
 
 if __name__ == "__main__":

@@ -570,6 +570,7 @@ _lock = threading.Lock()
 _ceph: CephCluster | None = None
 _redis: RedisEndpoint | None = None
 _atexitRegistered = False
+_localDirectories: list[str] = []
 
 
 def _registerAtExit() -> None:
@@ -588,6 +589,8 @@ def stopAll() -> None:
     more than once).
     """
     global _ceph, _redis
+    while _localDirectories:
+        shutil.rmtree(_localDirectories.pop(), ignore_errors=True)
     if _redis is not None:
         _redis.stop()
         shutil.rmtree(_redis.directory, ignore_errors=True)
@@ -661,10 +664,13 @@ def s3StorageConfig(
 
     @param rootdirectory: the key prefix inside the bucket.
     @param localDirectory: zot's (still required) local C{rootDirectory};
-        a fresh temporary directory when not given.
+        a fresh temporary directory when not given (removed when the
+        process exits).
     """
     if localDirectory is None:
         localDirectory = tempfile.mkdtemp(prefix="zotwist-s3local-")
+        _registerAtExit()
+        _localDirectories.append(localDirectory)
     return {
         "rootDirectory": localDirectory,
         "dedupe": True,

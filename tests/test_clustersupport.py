@@ -105,8 +105,10 @@ class CephS3Tests(TestCase):
         bucket and Redis.
         """
         config = s3StorageConfig(self.endpoint, self.bucket, "redis://127.0.0.1:1/0")
-        self.addCleanup(os.rmdir, config["rootDirectory"])
         self.assertTrue(os.path.isdir(config["rootDirectory"]))
+        from tests import clustersupport
+
+        self.assertIn(config["rootDirectory"], clustersupport._localDirectories)
         driver = config["storageDriver"]
         self.assertEqual(driver["name"], "s3")
         self.assertEqual(driver["bucket"], self.bucket)

@@ -899,13 +899,13 @@ class BackpressureTests(S3BlobsTestCase):
         self.assertGreater(transport.pauses, 0)
         self.assertEqual(transport.pauses, transport.resumes)
         self.assertLessEqual(worst, HIGH_WATER + MiB)
-        # Parts are sent while the next bytes are hashed: at most one part
-        # in flight beside less than a part of tail.
+        # Parts are sent while the next bytes are hashed: a bounded number
+        # of parts in flight beside less than a part of tail.
         upload = writer.upload
-        sending = upload.sending[1] if upload.sending else 0
+        sending = sum(size for _, size, _ in upload.sending)
         self.assertLess(len(upload.tail) - sending, uploadsModule.PART_SIZE)
-        self.assertLessEqual(sending, uploadsModule.PART_SIZE)
-        self.assertEqual(len(upload.parts) + (1 if sending else 0), 5)
+        self.assertLessEqual(len(upload.sending), uploadsModule.PARTS_IN_FLIGHT)
+        self.assertEqual(len(upload.parts) + len(upload.sending), 5)
         digest = "sha256:" + hasher.hexdigest()
         self.assertEqual(await self.a.blobs.commitMonolithic(REPO, digest, writer), 40 * MiB)
         writer.close()
@@ -915,6 +915,57 @@ class BackpressureTests(S3BlobsTestCase):
             ],
             40 * MiB,
         )
+
+
+class PartFailureTests(S3BlobsTestCase):
+    """
+    A part S3 refuses leaves the upload's state consistent.
+    """
+
+    async def test_failedPartIsSentAgain(self):
+        """
+        When sending a part fails, the PATCH fails (500) but the session
+        keeps what was received, its multipart upload and the parts S3 took;
+        the client resumes from the offset the session reports, the part is
+        sent again, and the upload completes with the right bytes and no
+        multipart upload left behind.
+        """
+        data = os.urandom(20 * MiB)
+        blocking = self.b.objects.blocking
+        original = blocking.uploadPart
+        failures = []
+
+        def flaky(key, mpu, number, body):
+            if number == 2 and not failures:
+                failures.append(number)
+                raise OSError("S3 went away")
+            return original(key, mpu, number, body)
+
+        self.patch(blocking, "uploadPart", flaky)
+        location = await startUpload(self.a, REPO)
+        uploadID = location.rstrip("/").rsplit("/", 1)[1]
+        location = await patchChunk(self.a, location, data[: 4 * MiB], 0, 4 * MiB)
+        response = await request(
+            self.b, "PATCH", location.replace(self.a.url, self.b.url), data=data[4 * MiB :],
+            headers={"Content-Type": OCTET_STREAM, "Content-Range": f"{4 * MiB}-{len(data) - 1}"},
+        )
+        await response.content()
+        self.assertEqual(response.code, 500)
+        self.assertEqual(failures, [2])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        await waitFor(lambda: self.r.get(self.prefix + f"uploadlock:{uploadID}") is None)
+        offset = await self.c.blobs.uploadStatus(REPO, uploadID)
+        self.assertGreaterEqual(offset, 16 * MiB)
+        self.assertEqual([p[0] for p in json.loads(self.session(uploadID)[b"parts"])], [1])
+        if offset < len(data):
+            location = await patchChunk(
+                self.b, location.replace(self.a.url, self.b.url), data[offset:], offset,
+                len(data) - offset,
+            )
+        response = await finishUpload(self.c, location.replace(self.b.url, self.c.url),
+                                      sha256(data))
+        await expect(response, 201, "closing PUT")
+        self.assertPublished(REPO, data)
 
 
 class _Transport:

@@ -12,13 +12,17 @@ every request, with the offset, the multipart UploadId and the parts sent:
 the next PATCH, on whichever instance, loads them and continues.
 
 A session is written by one request at a time: a request takes the
-session's lock in Redis (waiting up to L{LOCK_WAIT} seconds for the previous
-request's instance to let go), keeps it while its body streams, and saves the
-state only while it still holds it, so a request whose lock expired (a stalled
-or dead instance) cannot overwrite a later one's progress.
+session's lock in Redis (waiting up to L{LOCK_WAIT} seconds, on the reactor,
+for the previous request's instance to let go), keeps it alive
+(L{LockKeeper}) while its body streams, and saves the state only while it
+still holds it, so a request whose lock expired (a stalled or dead instance)
+cannot overwrite a later one's progress, and a dead instance's lock is gone
+after L{LOCK_TTL_MS}.
 
-At most one part plus the writer's queue (L{zotwist.storage.writers.HIGH_WATER},
-beyond which the client's connection is paused) is in memory per upload.
+Per upload, at most L{PARTS_IN_FLIGHT} parts being sent, less than a part of
+tail and the writer's queue (L{zotwist.storage.writers.HIGH_WATER}, beyond
+which the client's connection is paused) are in memory: about 28 MiB,
+whatever the blob's size.
 """
 
 import json
@@ -40,6 +44,8 @@ from zotwist.storage.writers import QueuedWriter
 #: Bytes per multipart part (S3's minimum is 5 MiB except for the last
 #: part; at most 10000 parts, so an upload may hold up to 78 GiB).
 PART_SIZE = 8 * 1024 * 1024
+#: Parts of one upload sent at once (each holds a part's bytes in memory).
+PARTS_IN_FLIGHT = 2
 #: S3's limit on the number of parts.
 MAX_PARTS = 10000
 #: Milliseconds a session lock lives without being refreshed: the longest a
@@ -107,9 +113,9 @@ class UploadState:
     @ivar mpu: the S3 multipart UploadId, or L{None} before the first part.
     @ivar parts: C{[number, etag, size]} of each part sent, in order.
     @ivar tail: received bytes not yet sent (less than one part), and
-        those of the part being sent.
-    @ivar sending: C{(number, size, future)} of the part being sent (never
-        saved: L{UploadEngine.settle} runs before every save).
+        before them those of the parts being sent.
+    @ivar sending: C{(number, size, future)} of each part being sent, in
+        order (never saved: L{UploadEngine.settle} runs before every save).
     """
 
     repo: str
@@ -119,7 +125,7 @@ class UploadState:
     mpu: str | None = None
     parts: list = field(default_factory=list)
     tail: bytearray = field(default_factory=bytearray)
-    sending: tuple | None = field(default=None, repr=False)
+    sending: list = field(default_factory=list, repr=False)
 
     @classmethod
     def fresh(cls, repo: str, algorithm: str) -> "UploadState":
@@ -231,27 +237,29 @@ class UploadEngine:
 
     def pump(self, state: UploadState, uploadID: str) -> None:
         """
-        Send the full parts of the tail.  With a part pool, one part is
-        sent there while this thread goes back to hashing the next bytes
-        (so hashing and sending overlap); without, parts go synchronously.
+        Send the full parts of the tail.  With a part pool, up to
+        L{PARTS_IN_FLIGHT} parts are sent there while this thread goes back
+        to hashing the next bytes (so hashing and sending overlap, and S3
+        works on several parts at once); without, parts go synchronously.
         """
         while True:
-            sending = state.sending[1] if state.sending else 0
+            sending = sum(size for _, size, _ in state.sending)
             if len(state.tail) - sending < PART_SIZE:
                 return
-            if state.sending is not None:
-                self.settle(state)
+            if len(state.sending) >= PARTS_IN_FLIGHT:
+                self._settleFirst(state)
                 continue
             key = self.uploadKey(uploadID)
             if state.mpu is None:
                 state.mpu = self.objects.createMultipart(key)
-            number = len(state.parts) + 1
+            number = len(state.parts) + len(state.sending) + 1
             if number > MAX_PARTS:
                 raise RegistryError("BLOB_UPLOAD_INVALID", message="upload too large", status=413)
-            data = bytes(state.tail[:PART_SIZE])
-            state.sending = (number, PART_SIZE, self._submit(
-                self.objects.uploadPart, key, state.mpu, number, data
-            ))
+            data = bytes(state.tail[sending : sending + PART_SIZE])
+            future = self._submit(self.objects.uploadPart, key, state.mpu, number, data)
+            state.sending.append((number, PART_SIZE, future))
+            if self.partPool is None:
+                self._settleFirst(state)
 
     def _submit(self, function, *args) -> Future:
         """
@@ -276,15 +284,33 @@ class UploadEngine:
 
     def settle(self, state: UploadState) -> None:
         """
-        Wait for the part being sent, if any, and account for it: it joins
-        the parts, its bytes leave the tail.
+        Wait for the parts being sent and account for them: they join the
+        parts, their bytes leave the tail.
 
-        @raise Exception: the send's failure (the bytes stay in the tail).
+        @raise Exception: a send's failure (its bytes, and those of the
+            parts after it, stay in the tail; they are sent again later
+            under the same numbers).
         """
-        if state.sending is None:
-            return
-        (number, size, future), state.sending = state.sending, None
-        etag = future.result()
+        while state.sending:
+            self._settleFirst(state)
+
+    def _settleFirst(self, state: UploadState) -> None:
+        """
+        Wait for the first part being sent and account for it; if it
+        failed, wait for the others too, forget them all, and raise.
+        """
+        number, size, future = state.sending[0]
+        try:
+            etag = future.result()
+        except BaseException:
+            sending, state.sending = state.sending, []
+            for _, _, other in sending[1:]:
+                try:
+                    other.result()
+                except BaseException:
+                    pass
+            raise
+        del state.sending[0]
         state.parts.append([number, etag, size])
         del state.tail[:size]
 
@@ -678,23 +704,31 @@ class SessionS3Writer(S3UploadWriter):
             raise self.rejection
         if not self._dirty or self.done:
             return self
-        self._dirty = False
         d = self._runner.run(
             self.engine.save, self.engine.redis.redis, self.uploadID, self.token, self.upload
         )
-        d.addCallback(lambda _: self)
+
+        def saved(_):
+            # Only now: when a part in flight failed, the save failed with
+            # it, and the end of the request saves again (consistently: the
+            # failed part's bytes are back in the tail).
+            self._dirty = False
+            return self
+
+        d.addCallback(saved)
         return d
 
     def _release(self, fd) -> None:
         """
         The request ended: save what it brought (also when the client left
-        mid-body: those bytes are the session's progress, as with the local
-        store's append), then let go of the lock.
+        mid-body, or a part could not be sent: the bytes received are the
+        session's progress, as with the local store's append, and the state
+        is consistent whatever failed), then let go of the lock.
         """
         if self.done or self.token is None:
             return
         token, self.token = self.token, None
-        dirty = self._dirty and self.rejection is None and self._failure is None
+        dirty = self._dirty and self.rejection is None
         self._dirty = False
         upload = self.upload
         r = self.engine.redis.redis
@@ -703,6 +737,12 @@ class SessionS3Writer(S3UploadWriter):
             try:
                 if dirty:
                     self.engine.save(r, self.uploadID, token, upload)
+            except RegistryError as e:
+                # Taken over or ended elsewhere: nothing of ours to keep.
+                self._log.warn(
+                    "Upload {uploadID} not saved: {reason}",
+                    uploadID=self.uploadID, reason=e.message,
+                )
             finally:
                 self.engine.release(r, self.uploadID, token)
 
