@@ -30,9 +30,7 @@ L{FencedLocks} hands the messages to the reactor), so a waiter on another
 instance tries again as soon as the lock is free instead of sleeping out
 a back-off.  A jittered back-off timer stays as the fallback (a lost
 message, a holder that died and left the lock to expire).  Release reports
-whether someone wanted the lock, so a holder with more work queued can let
-the others go first (L{FencedLocks.acquire}'s C{yieldFirst}) rather than
-winning every race against instances that first need a message to arrive.
+whether someone wanted the lock meanwhile (L{HeldLock.wanted}).
 
 Every Redis call is blocking (redis-py) and runs in the runner's thread
 pool; waiting between attempts is a reactor timer, never a sleeping thread.
@@ -218,8 +216,6 @@ class FencedLocks:
     @param firstDelay: the first fallback pause between attempts (doubled
         after each refusal up to C{maxDelay}); a release message ends a
         pause early.
-    @param yieldDelay: how long a C{yieldFirst} acquire lets the waiters
-        have a go first.
     """
 
     _log = Logger()
@@ -234,7 +230,6 @@ class FencedLocks:
         wait: float = 60.0,
         firstDelay: float = 0.005,
         maxDelay: float = 0.25,
-        yieldDelay: float = 0.005,
     ):
         self._conn = conn
         self._runner = runner
@@ -242,9 +237,8 @@ class FencedLocks:
         self._reactor = reactor
         self.ttl = ttl
         self.wait = wait
-        self._firstDelay = firstDelay
-        self._maxDelay = maxDelay
-        self._yieldDelay = yieldDelay
+        self.firstDelay = firstDelay
+        self.maxDelay = maxDelay
         self._extendScript = conn.register_script(_EXTEND)
         self.channel = keyFor("unlocked")
         #: name -> Deferreds fired by the next release message of it.
@@ -253,7 +247,11 @@ class FencedLocks:
         self._listening = False
         self._stopping = False
 
-    def _ms(self, ttl: float | None) -> int:
+    def ms(self, ttl: float | None = None) -> int:
+        """
+        C{ttl} (default: the locks' TTL) in whole milliseconds, as Redis
+        takes it.
+        """
         return max(1, int((self.ttl if ttl is None else ttl) * 1000))
 
     def lockKey(self, name: str) -> str:
@@ -275,7 +273,7 @@ class FencedLocks:
         pipe = self._conn.pipeline(transaction=after is not None)
         pipe.eval(
             _ACQUIRE, 3, self.lockKey(name), self.fenceKey(name), self.wantKey(name),
-            token, self._ms(None), _WANT_MS,
+            token, self.ms(None), _WANT_MS,
         )
         if after is not None:
             after(pipe)
@@ -298,7 +296,7 @@ class FencedLocks:
     def _extend(self, name: str, token: str, ttl: float | None):
         return self._runner.run(
             lambda: bool(
-                self._extendScript(keys=[self.lockKey(name)], args=[token, self._ms(ttl)])
+                self._extendScript(keys=[self.lockKey(name)], args=[token, self.ms(ttl)])
             )
         )
 
@@ -337,7 +335,7 @@ class FencedLocks:
         return held
 
     async def acquire(
-        self, name: str, wait: float | None = None, after=None, yieldFirst: bool = False
+        self, name: str, wait: float | None = None, after=None
     ) -> HeldLock:
         """
         Take the lock; while another holder has it, try again when its
@@ -346,18 +344,11 @@ class FencedLocks:
         @param wait: seconds to keep trying (default: the C{wait} given at
             construction).
         @param after: see L{tryAcquire}.
-        @param yieldFirst: first wait C{yieldDelay}: for a caller whose
-            release a moment ago found the lock wanted, so the instances
-            that waited get their turn rather than losing every race.
         @raise LockTimeout: still taken after C{wait} seconds.
         """
         deadline = time.monotonic() + (self.wait if wait is None else wait)
-        delay = self._firstDelay
+        delay = self.firstDelay
         attempts = 0
-        if yieldFirst:
-            # The waiters were told of the release already; a moment's head
-            # start lets one of them take it (a message and a round trip).
-            await self._pause(name, self._yieldDelay, Deferred())
         while True:
             attempts += 1
             # Expect the release message before asking, so one sent while
@@ -374,7 +365,7 @@ class FencedLocks:
                 raise LockTimeout(f"lock {name!r} still taken after {attempts} attempts")
             pause = min(delay, deadline - now) * random.uniform(0.5, 1.0)
             await self._pause(name, pause, wake)
-            delay = min(delay * 2, self._maxDelay)
+            delay = min(delay * 2, self.maxDelay)
 
     def hold(self, name: str, wait: float | None = None) -> "_Acquiring":
         """

@@ -752,7 +752,7 @@ class RepositoryMetadata:
         """
         own: dict[str, tuple] = {}
         deadline = time.monotonic() + self.locks.wait
-        delay = self.locks._firstDelay
+        delay = self.locks.firstDelay
         while True:
             fresh = self._queues.pop(name, [])
             for job, waiting in fresh:
@@ -793,7 +793,7 @@ class RepositoryMetadata:
                 return
             pause = min(delay, deadline - now) * random.uniform(0.5, 1.0)
             await self.locks.pause(name, pause, wake)
-            delay = min(delay * 2, self.locks._maxDelay)
+            delay = min(delay * 2, self.locks.maxDelay)
 
     def _attempt(self, r, name: str, token: str, fresh: list, ids: list):
         """
@@ -808,7 +808,7 @@ class RepositoryMetadata:
             self.key("indexres", name),
         ]
         args = [
-            token, self.locks._ms(None), WANT_MS, len(fresh),
+            token, self.locks.ms(None), WANT_MS, len(fresh),
             *[json.dumps(job, separators=(",", ":")) for job in fresh], *ids,
         ]
         answer = r.eval(_ATTEMPT, len(keys), *keys, *args)
@@ -918,7 +918,7 @@ class RepositoryMetadata:
             pipe.pexpire(resultsKey, _ANSWER_EXPIRY_MS)
         pipe.eval(
             _NEXT, 3, self.locks.lockKey(name), self.locks.wantKey(name),
-            self.key("indexq", name), token, self.locks.channel, name, self.locks._ms(None),
+            self.key("indexq", name), token, self.locks.channel, name, self.locks.ms(None),
         )
         answers = pipe.execute()
         version = answers[0] if record is not None else None
