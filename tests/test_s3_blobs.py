@@ -119,6 +119,9 @@ class Instance:
             uploadRunner=self.uploadRunner,
             partRunner=self.partRunner,
         )
+        # Runs before the Redis client closes: a writer saves its session
+        # and lets go of its lock after its response was sent.
+        testCase.addCleanup(self.blobs.engine.settled)
         self.site = RegistrySite(BlobsOnlyStore(self.blobs))
         port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         testCase.addCleanup(port.stopListening)

@@ -231,6 +231,7 @@ class S3Store:
 
     async def stopService(self) -> None:
         self.locks.stop()
+        await self.blobs.engine.settled()
         for runner in self._ownedRunners:
             if runner.running:
                 runner.stopService()

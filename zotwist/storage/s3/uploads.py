@@ -32,7 +32,7 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -210,10 +210,32 @@ class UploadEngine:
         self.redis = redis
         self.uploadKey = uploadKey
         self.sessionTTL = sessionTTL
+        self._finishing: set = set()
         r = redis.redis
         self._refresh = r.register_script(_REFRESH)
         self._release = r.register_script(_RELEASE)
         self._save = r.register_script(_SAVE)
+
+    def finishing(self, d: Deferred) -> Deferred:
+        """
+        Remember a writer's background save-and-release until it ends, so
+        that L{settled} can wait for it: a store stopping (or a test ending)
+        must not close the Redis connections under a session being saved.
+        """
+        self._finishing.add(d)
+
+        def forget(result):
+            self._finishing.discard(d)
+            return result
+
+        return d.addBoth(forget)
+
+    def settled(self) -> Deferred:
+        """
+        @return: a L{Deferred} firing once every background save-and-release
+            started so far has ended.
+        """
+        return DeferredList(list(self._finishing), consumeErrors=True)
 
     def sessionKey(self, uploadID: str) -> str:
         return self.redis.key("upload", uploadID)
@@ -748,6 +770,7 @@ class SessionS3Writer(S3UploadWriter):
 
         d = self._runner.run(finish)
         d.addErrback(lambda f: self._log.failure("Saving an upload session failed", f))
+        self.engine.finishing(d)
         if self.keeper is not None:
             d.addBoth(self.keeper.stop)
 
