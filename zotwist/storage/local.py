@@ -39,7 +39,7 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
-from zotwist.storage import journal
+from zotwist.storage import journal, syncer
 from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
@@ -134,11 +134,15 @@ def _tmpSuffix() -> str:
     return f"{os.getpid()}-{next(_tmpCounter)}"
 
 
-def _writeAtomically(path: str, data, commit: bool) -> os.stat_result:
+def _writeAtomically(path: str, data, commit: bool, exchange: bool = False) -> os.stat_result:
     """
     Replace C{path} with C{data} (bytes, or an iterable of bytes written one
     after the other) so that readers see the old or the new content, never
     a mix.  Blocking.
+
+    @param exchange: swap the new file in without making the filesystem
+        flush it (L{zotwist.storage.syncer.replace}); for files replaced
+        often, whose caller syncs them later.
 
     @return: the new file's C{stat} (a rename keeps inode and mtime, so this
         is also what a later C{stat} of C{path} shows until it changes).
@@ -157,7 +161,10 @@ def _writeAtomically(path: str, data, commit: bool) -> os.stat_result:
     finally:
         os.close(fd)
     try:
-        os.replace(tmp, path)
+        if exchange:
+            syncer.replace(tmp, path, commit)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -245,6 +252,8 @@ class LocalStore:
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
         self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
+        #: Indexes replaced without a flush, synced about once a second.
+        self._lazySync = syncer.LazySync(runner, reactor)
         #: Push and pull times per tag and manifest digest (for retention).
         self.tagTimes = TagTimes(self.root, runner, reactor)
         #: Refresh a blob's mtime when a client uses it and it is older than
@@ -284,6 +293,7 @@ class LocalStore:
             root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
         self.tagTimes.start()
+        self._lazySync.start()
         if self._dedupe is not None:
             await self._dedupe.start()
 
@@ -295,6 +305,7 @@ class LocalStore:
         if self._dedupe is not None:
             await self._dedupe.stop()
         await self.tagTimes.stop()
+        await self._lazySync.stop()
 
     def _progressReporter(self):
         """
@@ -742,7 +753,9 @@ class LocalStore:
             if not changed:
                 self._writerEntries[name] = (known, entries, position)
                 return None, outcomes
-            st = _writeAtomically(path, entries.chunks(), self._commit)
+            st = _writeAtomically(path, entries.chunks(), self._commit, exchange=True)
+            if not self._commit:
+                self._lazySync.changed(path)
             written = (st.st_ino, st.st_mtime_ns, st.st_size)
             try:
                 end = journal.append(journalPath, known, written, operations)
