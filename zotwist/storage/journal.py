@@ -12,8 +12,9 @@ their time re-reading each other's files.
 So every write of C{index.json} by this registry is followed, under the
 same index lock, by one line appended to C{.index.journal} beside it:
 C{[previous signature, new signature, operations]}, where a signature is
-the file's C{(inode, mtime_ns, size)} and the operations are what
-L{zotwist.storage.index.IndexEntries.recording} recorded.  A process whose
+the file's C{(inode, mtime_ns, size)} (L{None} before there was a file)
+and the operations are what L{zotwist.storage.index.IndexEntries.recording}
+recorded.  A process whose
 copy describes the previous signature replays the operations and has the
 new file's content, without reading it.
 
@@ -24,9 +25,10 @@ as a record whose previous signature is not the copy's, or a file whose
 signature no record reaches: the reader then parses the file as before.
 The journal only ever saves work; the file stays the truth.
 
-The journal is replaced by a fresh one (a checkpoint record naming the
-current signature) when it grows past L{ROTATE_SIZE}; a copy that followed
-the old one up to the checkpoint carries on with the new one.
+The journal is replaced by a fresh one when it grows past L{ROTATE_SIZE}:
+a checkpoint record (C{[null, signature, null]}) naming the state the old
+one ended in, then the new record; a copy that had followed the old one to its end carries on in
+the new one.
 """
 
 import json
@@ -158,7 +160,7 @@ def replay(entries, signature: tuple | None, position: Position, records):
         if record is None:
             return None
         previous, new, operations = record
-        if previous is not None and previous == signature:
+        if operations is not None and previous == signature:
             try:
                 entries.apply(operations)
             except (ValueError, TypeError, KeyError, IndexError):
@@ -173,7 +175,7 @@ def replay(entries, signature: tuple | None, position: Position, records):
     return signature, Position(position.inode, position.offset, synced)
 
 
-def encode(previous: tuple | None, new: tuple, operations: list) -> bytes:
+def encode(previous: tuple | None, new: tuple, operations: list | None) -> bytes:
     return json.dumps(
         [list(previous) if previous is not None else None, list(new), operations],
         separators=(",", ":"),
@@ -185,9 +187,16 @@ def append(path: str, previous: tuple | None, new: tuple, operations: list) -> P
     Append a record.  Blocking; under the index lock only (so records land
     in the order of the writes, and this writer's is the last one).
 
+    A journal past L{ROTATE_SIZE} is first started over (L{rotate}), with
+    this record after the checkpoint: a process that had read the old
+    journal to its end goes on in the new one.
+
     @return: the position after the record (synced).
     """
     line = encode(previous, new, operations)
+    current = stamp(path)
+    if current is not None and current[1] > ROTATE_SIZE:
+        return rotate(path, previous, line)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(line)
@@ -196,21 +205,24 @@ def append(path: str, previous: tuple | None, new: tuple, operations: list) -> P
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    if st.st_size > ROTATE_SIZE:
-        return rotate(path, new)
     return Position(st.st_ino, st.st_size, True)
 
 
-def rotate(path: str, signature: tuple) -> Position:
+def rotate(path: str, signature: tuple | None, then: bytes = b"") -> Position:
     """
-    Start the journal over with a checkpoint of C{signature}.  Blocking;
-    under the index lock only.
+    Start the journal over: a checkpoint of C{signature} (the state the
+    old journal ended in), then the records C{then}.  Blocking; under the
+    index lock only.
     """
-    line = encode(None, signature, [])
+    data = then
+    if signature is not None:
+        data = encode(None, signature, None) + then
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, line)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         st = os.fstat(fd)
     finally:
         os.close(fd)
