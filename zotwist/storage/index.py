@@ -261,9 +261,11 @@ class IndexEntries:
         yield _HEAD
         last = len(encoded)
         for start in range(0, last, _CHUNK_ENTRIES):
-            piece = b",".join(encoded[start:start + _CHUNK_ENTRIES])
-            end = start + _CHUNK_ENTRIES
-            yield piece + (b"," if end < last else _TAIL)
+            piece = encoded[start:start + _CHUNK_ENTRIES]
+            if start + _CHUNK_ENTRIES < last:
+                piece.append(b"")  # the comma before the next chunk, in one join
+            yield b",".join(piece)
+        yield _TAIL
 
 
 class RepositoryIndex(IndexEntries):
