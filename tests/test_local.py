@@ -1262,3 +1262,42 @@ class ThreadedStoreTests(TestCase):
             self.assertEqual(await reader.read(1000, 50), layer[1000:1050])
         finally:
             reader.close()
+
+    async def test_twoStoresConcurrently(self):
+        """
+        Two stores on one root (as two workers), each on its own pool,
+        push tags to one repository at once while both keep listing it:
+        in the end each lists every tag, untagging through one is seen by
+        the other, and the file holds exactly the tags left.
+        """
+        other = LocalStore(self.store.root, self.runner)
+        await self.store.startService()
+        await other.startService()
+        config, layer = b"{}", b"layer"
+        await self.pushBlob("a/b", config)
+        await self.pushBlob("a/b", layer)
+        stores = [self.store, other]
+        work = []
+        for i in range(40):
+            body = imageManifest(config, [layer], annotations={"n": str(i)})
+            work.append(ensureDeferred(
+                stores[i % 2].putManifest("a/b", body, oci.OCI_MANIFEST, f"t{i:02d}", [])
+            ))
+            if i % 5 == 0:
+                work.append(ensureDeferred(stores[(i + 1) % 2].listTags("a/b")))
+        await gatherResults(work)
+        expected = [f"t{i:02d}" for i in range(40)]
+        for store in stores:
+            self.assertEqual(await store.listTags("a/b"), expected)
+        await gatherResults([
+            ensureDeferred(stores[i % 2].deleteManifest("a/b", f"t{i:02d}"))
+            for i in range(0, 40, 3)
+        ])
+        left = [t for i, t in enumerate(expected) if i % 3]
+        for store in stores:
+            self.assertEqual(await store.listTags("a/b"), left)
+        path = os.path.join(self.store.root, "a", "b", "index.json")
+        with open(path, "rb") as f:
+            manifests = json.loads(f.read())["manifests"]
+        tags = sorted(m["annotations"][oci.REF_NAME] for m in manifests if "annotations" in m)
+        self.assertEqual(tags, left)
