@@ -7,7 +7,9 @@ import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -366,6 +368,8 @@ class RouteMatchedOnceTests(SynchronousTestCase):
             transport = StringTransport(peerAddress=address, hostAddress=address)
             channel.makeConnection(transport)
             channel.dataReceived(raw)
+            # Closed, so that no idle timeout stays behind on the reactor.
+            channel.connectionLost(Failure(ConnectionDone()))
             return transport.value()
 
         body = (
