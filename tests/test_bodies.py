@@ -5,7 +5,11 @@ it arrives.
 
 import os
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -14,7 +18,9 @@ from zotwist.manifests import MAX_MANIFEST_SIZE
 from zotwist.storage.local import LocalStore
 from zotwist.storage.writers import AppendWriter, DiscardWriter, FreshWriter
 from zotwist.threads import InlineRunner
+from zotwist.web import bodies, resource, routes
 from zotwist.web.bodies import SMALL_BODY, LimitedBuffer, chooseBody, parseContentRange
+from zotwist.web.site import RegistrySite
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 SHA512 = "sha512:" + "0123456789abcdef" * 8
@@ -331,3 +337,53 @@ class ChooseBodyWithStoreTests(SynchronousTestCase):
         self.assertTrue(os.path.abspath(body.path).startswith(self.store.root + os.sep))
         body.close()
         self.assertFalse(os.path.exists(body.directory))
+
+
+class RouteMatchedOnceTests(SynchronousTestCase):
+    """
+    The path of a request is matched to a route once, when its headers
+    arrive; the resource uses that match.
+    """
+
+    def test_matchedOnce(self):
+        """
+        A manifest PUT and a tag list, through the real site: one route
+        match each, and the answers are right.
+        """
+        calls = []
+
+        def counting(path):
+            calls.append(path)
+            return routes.matchRoute(path)
+
+        self.patch(bodies, "matchRoute", counting)
+        self.patch(resource, "matchRoute", counting)
+        store = LocalStore(self.mktemp(), InlineRunner())
+        self.successResultOf(ensureDeferred(store.startService()))
+        site = RegistrySite(store)
+
+        def request(raw: bytes) -> bytes:
+            address = IPv4Address("TCP", "127.0.0.1", 1234)
+            channel = site.buildProtocol(address)
+            transport = StringTransport(peerAddress=address, hostAddress=address)
+            channel.makeConnection(transport)
+            channel.dataReceived(raw)
+            # Closed, so that no idle timeout stays behind on the reactor.
+            channel.connectionLost(Failure(ConnectionDone()))
+            return transport.value()
+
+        body = (
+            b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+            b'"manifests":[]}'
+        )
+        answer = request(
+            b"PUT /v2/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/vnd.oci.image.index.v1+json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        self.assertIn(b" 201 ", answer.split(b"\r\n")[0])
+        self.assertEqual(calls, [b"/v2/a/manifests/v1"])
+        answer = request(b"GET /v2/a/tags/list HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b" 200 ", answer.split(b"\r\n")[0])
+        self.assertTrue(answer.endswith(b'{"name": "a", "tags": ["v1"]}'))
+        self.assertEqual(calls, [b"/v2/a/manifests/v1", b"/v2/a/tags/list"])

@@ -453,10 +453,13 @@ class SafetyTests(GCCase):
         layer = self.pushBlob(self.repo, b"layer")
         original = self.store._mutateIndex
 
-        def collectFirst(name, change):
-            age(self.blobPath(layer), OLD)
-            self.collect()
-            return original(name, change)
+        def collectFirst(name, change, precheck):
+            def checkThenCollect():
+                precheck()
+                age(self.blobPath(layer), OLD)
+                self.collect()
+
+            return original(name, change, checkThenCollect)
 
         self.store._mutateIndex = collectFirst
         body = imageManifest(b"{c}", [b"layer"])
@@ -489,9 +492,12 @@ class SafetyTests(GCCase):
         body, digest = self.pushImage(self.repo, None)
         original = self.store._mutateIndex
 
-        def collectFirst(name, change):
-            os.unlink(self.blobPath(digest))
-            return original(name, change)
+        def collectFirst(name, change, precheck):
+            def checkThenCollect():
+                precheck()
+                os.unlink(self.blobPath(digest))
+
+            return original(name, change, checkThenCollect)
 
         self.store._mutateIndex = collectFirst
         self.result(self.store.putManifest(self.repo, body, oci.OCI_MANIFEST, "again", []))

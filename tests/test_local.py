@@ -18,6 +18,7 @@ from zope.interface.verify import verifyObject
 
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
+from zotwist.storage import journal
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.local import LocalStore
 from zotwist.threads import InlineRunner, ThreadPoolRunner
@@ -1071,6 +1072,120 @@ class ReferrersTests(StoreCase):
         self.assertEqual(self.result(self.store.referrers("nope", oci.digestOf(b"x"))), [])
 
 
+class SharedRootTests(StoreCase):
+    """
+    Two stores on one root, as two worker processes (C{http.workers}): what
+    one writes, the other answers at once, by replaying the index journal
+    (L{zotwist.storage.journal}) rather than parsing C{index.json} again.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.other = self.makeStore()
+        self.parses = {id(self.store): 0, id(self.other): 0}
+        for store in (self.store, self.other):
+            self.countParses(store)
+
+    def countParses(self, store) -> None:
+        """
+        Count the parses of C{index.json} (readers' and writer's) C{store}
+        makes.
+        """
+        original = store._readManifests
+
+        def counting(path):
+            self.parses[id(store)] += 1
+            return original(path)
+
+        store._readManifests = counting
+
+    def test_tagVisibleThroughTheOther(self):
+        """
+        A tag pushed through one store is answered by the other right away;
+        after the other's first look, later tags cost it no parse.
+        """
+        body, digest = self.pushImage("app", "v1")
+        self.assertEqual(self.result(self.other.getManifest("app", "v1")),
+                         (body, oci.OCI_MANIFEST, digest))
+        parsed = self.parses[id(self.other)]
+        copy = self.other._indexes["app"]
+        body2, digest2 = self.pushImage("app", "v2", layers=[b"two"])
+        self.assertEqual(self.result(self.other.getManifest("app", "v2")),
+                         (body2, oci.OCI_MANIFEST, digest2))
+        self.assertEqual(self.result(self.other.listTags("app")), ["v1", "v2"])
+        self.assertEqual(self.result(self.other.statManifest("app", digest2))[2], digest2)
+        self.assertIs(self.other._indexes["app"], copy)
+        self.assertEqual(self.parses[id(self.other)], parsed)
+
+    def test_deletesVisibleThroughTheOther(self):
+        """
+        A tag removed, then a manifest deleted by digest, through one store
+        are gone through the other at once.
+        """
+        _, digest = self.pushImage("app", "v1", tags=["v2"])
+        self.assertEqual(self.result(self.other.listTags("app")), ["v1", "v2"])
+        self.result(self.store.deleteManifest("app", "v1"))
+        self.registryFailure(self.other.getManifest("app", "v1"), "MANIFEST_UNKNOWN")
+        self.assertEqual(self.result(self.other.listTags("app")), ["v2"])
+        self.result(self.store.deleteManifest("app", digest))
+        self.registryFailure(self.other.getManifest("app", "v2"), "MANIFEST_UNKNOWN")
+        self.registryFailure(self.other.statManifest("app", digest), "MANIFEST_UNKNOWN")
+        self.assertEqual(self.result(self.other.listTags("app")), [])
+        self.assertEqual(self.parses[id(self.other)], 1)
+
+    def test_takingTurns(self):
+        """
+        Both stores write in turns: each sees every tag, the file lists them
+        all, and neither parsed the file again to write after the other.
+        """
+        stores = [self.store, self.other]
+        for n in range(10):
+            self.pushImage("app", f"t{n}", layers=[b"%d" % n], store=stores[n % 2])
+        expected = sorted(f"t{n}" for n in range(10))
+        for store in stores:
+            self.assertEqual(self.result(store.listTags("app")), expected)
+        tags = [m["annotations"][oci.REF_NAME] for m in self.readIndex("app")["manifests"]]
+        self.assertEqual(sorted(tags), expected)
+        # One parse each for the first look, none for the turns after.
+        self.assertLessEqual(self.parses[id(self.store)], 1)
+        self.assertLessEqual(self.parses[id(self.other)], 1)
+
+    def test_unjournaledChangeIsParsed(self):
+        """
+        An C{index.json} rewritten by something that keeps no journal (here
+        by hand, as another tool would) is parsed again, not trusted.
+        """
+        _, digest = self.pushImage("app", "v1")
+        self.assertEqual(self.result(self.other.listTags("app")), ["v1"])
+        self.makeLayout("app", [{
+            "mediaType": oci.OCI_MANIFEST, "digest": digest, "size": 1,
+            "annotations": {oci.REF_NAME: "handmade"},
+        }])
+        for store in (self.store, self.other):
+            self.assertEqual(self.result(store.listTags("app")), ["handmade"])
+        # Both writers notice too: a push keeps the hand-made tag.
+        self.pushImage("app", "v2", store=self.other)
+        self.assertEqual(self.result(self.store.listTags("app")), ["handmade", "v2"])
+
+    def test_rotatedJournal(self):
+        """
+        Across journal rotations, the other store keeps following without
+        parsing the file again.
+        """
+        self.addCleanup(setattr, journal, "ROTATE_SIZE", journal.ROTATE_SIZE)
+        journal.ROTATE_SIZE = 1000
+        self.pushImage("app", "t0")
+        self.assertEqual(self.result(self.other.listTags("app")), ["t0"])
+        parsed = self.parses[id(self.other)]
+        inodes = set()
+        for n in range(1, 12):
+            self.pushImage("app", f"t{n}", layers=[b"%d" % n])
+            inodes.add(os.stat(self.repoPath("app", journal.JOURNAL)).st_ino)
+            self.assertEqual(len(self.result(self.other.listTags("app"))), n + 1)
+        self.assertGreater(len(inodes), 1)
+        self.assertEqual(self.parses[id(self.other)], parsed)
+
+
 class CatalogTests(StoreCase):
     """
     The catalog follows pushes.
@@ -1147,3 +1262,42 @@ class ThreadedStoreTests(TestCase):
             self.assertEqual(await reader.read(1000, 50), layer[1000:1050])
         finally:
             reader.close()
+
+    async def test_twoStoresConcurrently(self):
+        """
+        Two stores on one root (as two workers), each on its own pool,
+        push tags to one repository at once while both keep listing it:
+        in the end each lists every tag, untagging through one is seen by
+        the other, and the file holds exactly the tags left.
+        """
+        other = LocalStore(self.store.root, self.runner)
+        await self.store.startService()
+        await other.startService()
+        config, layer = b"{}", b"layer"
+        await self.pushBlob("a/b", config)
+        await self.pushBlob("a/b", layer)
+        stores = [self.store, other]
+        work = []
+        for i in range(40):
+            body = imageManifest(config, [layer], annotations={"n": str(i)})
+            work.append(ensureDeferred(
+                stores[i % 2].putManifest("a/b", body, oci.OCI_MANIFEST, f"t{i:02d}", [])
+            ))
+            if i % 5 == 0:
+                work.append(ensureDeferred(stores[(i + 1) % 2].listTags("a/b")))
+        await gatherResults(work)
+        expected = [f"t{i:02d}" for i in range(40)]
+        for store in stores:
+            self.assertEqual(await store.listTags("a/b"), expected)
+        await gatherResults([
+            ensureDeferred(stores[i % 2].deleteManifest("a/b", f"t{i:02d}"))
+            for i in range(0, 40, 3)
+        ])
+        left = [t for i, t in enumerate(expected) if i % 3]
+        for store in stores:
+            self.assertEqual(await store.listTags("a/b"), left)
+        path = os.path.join(self.store.root, "a", "b", "index.json")
+        with open(path, "rb") as f:
+            manifests = json.loads(f.read())["manifests"]
+        tags = sorted(m["annotations"][oci.REF_NAME] for m in manifests if "annotations" in m)
+        self.assertEqual(tags, left)

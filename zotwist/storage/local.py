@@ -39,10 +39,11 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.storage import journal, syncer
 from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
-from zotwist.storage.locks import fileLock
+from zotwist.storage.locks import fileLock, sharedFileLock
 from zotwist.storage.tagtimes import TagTimes
 from zotwist.storage.writers import (
     AppendWriter,
@@ -60,6 +61,9 @@ _EMPTY_INDEX = {
 }
 #: How often a long start-up scan reports its progress, in seconds.
 _SCAN_PROGRESS_INTERVAL = 1.0
+#: How much of an index journal the reactor thread reads itself (more is
+#: read in the pool).
+_SYNC_JOURNAL_READ = 64 * 1024
 #: Directories inside a repository that are not nested repositories.
 _NOT_REPOSITORIES = frozenset({"blobs", ".uploads"})
 
@@ -130,10 +134,15 @@ def _tmpSuffix() -> str:
     return f"{os.getpid()}-{next(_tmpCounter)}"
 
 
-def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
+def _writeAtomically(path: str, data, commit: bool, exchange: bool = False) -> os.stat_result:
     """
-    Replace C{path} with C{data} so that readers see the old or the new
-    content, never a mix.  Blocking.
+    Replace C{path} with C{data} (bytes, or an iterable of bytes written one
+    after the other) so that readers see the old or the new content, never
+    a mix.  Blocking.
+
+    @param exchange: swap the new file in without making the filesystem
+        flush it (L{zotwist.storage.syncer.replace}); for files replaced
+        often, whose caller syncs them later.
 
     @return: the new file's C{stat} (a rename keeps inode and mtime, so this
         is also what a later C{stat} of C{path} shows until it changes).
@@ -142,16 +151,20 @@ def _writeAtomically(path: str, data: bytes, commit: bool) -> os.stat_result:
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{_tmpSuffix()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for piece in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
         if commit:
             os.fsync(fd)
         st = os.fstat(fd)
     finally:
         os.close(fd)
     try:
-        os.replace(tmp, path)
+        if exchange:
+            syncer.replace(tmp, path, commit)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -239,6 +252,8 @@ class LocalStore:
         self._indexQueues: dict[str, list] = {}
         self._indexWriting: set[str] = set()
         self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
+        #: Indexes replaced without a flush, synced about once a second.
+        self._lazySync = syncer.LazySync(runner, reactor)
         #: Push and pull times per tag and manifest digest (for retention).
         self.tagTimes = TagTimes(self.root, runner, reactor)
         #: Refresh a blob's mtime when a client uses it and it is older than
@@ -278,6 +293,7 @@ class LocalStore:
             root=self.root, count=len(names), seconds=time.monotonic() - started,
         )
         self.tagTimes.start()
+        self._lazySync.start()
         if self._dedupe is not None:
             await self._dedupe.start()
 
@@ -289,6 +305,7 @@ class LocalStore:
         if self._dedupe is not None:
             await self._dedupe.stop()
         await self.tagTimes.stop()
+        await self._lazySync.stop()
 
     def _progressReporter(self):
         """
@@ -421,15 +438,21 @@ class LocalStore:
 
     async def _index(self, name: str) -> RepositoryIndex | None:
         """
-        The repository's parsed C{index.json}, re-read only when the file
-        changed (a C{stat} on the reactor thread decides).
+        The repository's parsed C{index.json}, brought up to date when the
+        file changed (a C{stat} of it and of its journal, on the reactor
+        thread, decide).
 
-        While this process is writing the index, the file on disk runs ahead
-        of the cache for a moment: wait for the write (its result replaces
-        the cache) rather than parse the file again.  Concurrent re-reads of
-        one repository share a single parse.
+        A change this process wrote is applied to the copy when the write
+        completes; a change another process wrote is replayed from the
+        journal (L{zotwist.storage.journal}), and only a change nothing
+        journaled costs a parse of the file.  While this process is writing
+        the index, the file on disk runs ahead of the copy for a moment:
+        answer from the copy (every change a client saw confirmed is in
+        it).  Concurrent re-reads of one repository share a single parse.
         """
-        path = os.path.join(self._repoDir(name), "index.json")
+        directory = self._repoDir(name)
+        path = os.path.join(directory, "index.json")
+        journalPath = os.path.join(directory, journal.JOURNAL)
         while True:
             try:
                 st = os.stat(path)
@@ -438,15 +461,19 @@ class LocalStore:
                 return None
             signature = (st.st_ino, st.st_mtime_ns, st.st_size)
             cached = self._indexes.get(name)
-            if cached is not None and cached.signature == signature:
-                return cached
-            if name in self._indexWriting:
-                # Our own write is landing: the file on disk ran ahead of
-                # the cache for a moment.  Answer from the cache (what every
-                # client whose change completed has seen confirmed); wait
-                # only when there is no cache yet.
-                if cached is not None:
+            if cached is not None:
+                if cached.signature == signature and journal.isCurrent(
+                    cached.position, journal.stamp(journalPath)
+                ):
                     return cached
+                if self._follow(name, cached, journalPath, _SYNC_JOURNAL_READ):
+                    if cached.signature == signature:
+                        return cached
+                    cached = self._indexes.get(name)
+                if cached is not None and name in self._indexWriting:
+                    # Our own write is landing: its record comes with it.
+                    return cached
+            elif name in self._indexWriting:
                 await self._whenWritten(name)
                 continue
             waiting = Deferred()
@@ -455,20 +482,92 @@ class LocalStore:
                 waiters.append(waiting)
             else:
                 self._indexReloads[name] = [waiting]
-                self._runner.run(self._readIndex, path).addBoth(self._reloaded, name)
-            index = await waiting
-            if index is None:
+                position = cached.position if cached is not None else None
+                self._runner.run(
+                    self._refreshBlocking, directory, position
+                ).addBoth(self._reloaded, name)
+            result = await waiting
+            if result is None:
                 return None
-            if index.signature != signature:
-                continue
-            return index
+            if result.signature != signature:
+                continue  # the file changed again meanwhile
+            return result
+
+    def _follow(self, name: str, cached: RepositoryIndex, journalPath: str, limit=None,
+                read=None) -> bool:
+        """
+        Replay onto the readers' copy what the journal holds after it.
+
+        @param read: records already read (C{(records, position)}), else
+            they are read now (at most C{limit} bytes, on this thread).
+        @return: whether the copy is still good (else it was dropped, and
+            the file must be parsed).
+        """
+        if read is None:
+            read = journal.read(journalPath, cached.position, limit)
+            if read is None:
+                return False  # too much to read here: the pool will
+        records, position = read
+        if not records:
+            cached.position = position
+            return True
+        result = journal.replay(cached, cached.signature, position, records)
+        if result is None:
+            self._indexes.pop(name, None)
+            return False
+        cached.signature, cached.position = result
+        return True
+
+    def _refreshBlocking(self, directory: str, position):
+        """
+        Blocking, under the index lock held shared (so no write of this
+        registry is half done): the journal's records after C{position}
+        when there is a copy to bring forward, else the parsed file.
+
+        @return: C{("records", signature, (records, position))},
+            C{("index", RepositoryIndex)} or L{None} (no index).
+        """
+        path = os.path.join(directory, "index.json")
+        journalPath = os.path.join(directory, journal.JOURNAL)
+        with sharedFileLock(os.path.join(directory, ".index.lock")):
+            if position is not None:
+                try:
+                    st = os.stat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+                return "records", signature, position, journal.read(journalPath, position)
+            return "index", self._readIndex(path, journalPath)
 
     def _reloaded(self, result, name: str) -> None:
+        if isinstance(result, tuple) and result[0] == "records":
+            _, signature, start, read = result
+            cached = self._indexes.get(name)
+            if cached is not None and cached.position != start:
+                # The copy moved on meanwhile (a write of ours landed):
+                # the caller looks again.
+                result = cached
+            elif cached is not None and self._follow(
+                name, cached, None, read=read
+            ) and cached.signature == signature:
+                result = cached
+            else:
+                # Something wrote the file without a journal record: parse
+                # it, once more through the pool (the waiters keep waiting).
+                self._indexes.pop(name, None)
+                self._runner.run(
+                    self._refreshBlocking, self._repoDir(name), None
+                ).addBoth(self._reloaded, name)
+                return
+        elif isinstance(result, tuple):
+            result = result[1]
         waiters = self._indexReloads.pop(name, [])
         if isinstance(result, RepositoryIndex):
-            current = self._indexes.get(name)
-            if current is None or current.signature != result.signature:
+            if self._indexes.get(name) is None:
                 self._indexes[name] = result
+            elif self._indexes[name] is not result:
+                if self._indexes[name].signature != result.signature:
+                    self._indexes[name] = result
             self._noteRepository(name)
         for waiting in waiters:
             if isinstance(result, Failure):
@@ -481,7 +580,11 @@ class LocalStore:
         self._indexWaiters.setdefault(name, []).append(d)
         return d
 
-    def _readIndex(self, path: str) -> RepositoryIndex | None:
+    def _readManifests(self, path: str):
+        """
+        Blocking: C{(signature, manifests)} of C{index.json}, or L{None}
+        when there is none.  An unreadable file counts as empty.
+        """
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -497,23 +600,40 @@ class LocalStore:
             self._log.error("Unreadable index {path}; treating it as empty", path=path)
             manifests = []
         manifests = [m for m in manifests if isinstance(m, dict)]
-        return RepositoryIndex.fromManifests((st.st_ino, st.st_mtime_ns, st.st_size), manifests)
+        return (st.st_ino, st.st_mtime_ns, st.st_size), manifests
 
-    async def _mutateIndex(self, name: str, change):
+    def _readIndex(self, path: str, journalPath: str | None = None) -> RepositoryIndex | None:
+        """
+        Blocking: the readers' copy of C{index.json}, placed in its journal
+        (where the journal ended before the file was read, unsynced).
+        """
+        position = journal.positionNow(journalPath) if journalPath else journal.START
+        read = self._readManifests(path)
+        if read is None:
+            return None
+        index = RepositoryIndex.fromManifests(*read)
+        index.position = position
+        return index
+
+    async def _mutateIndex(self, name: str, change, precheck=None):
         """
         Apply C{change(entries) -> (changed, result)} (an L{IndexEntries} it
-        may modify) to the
-        repository's index under the cross-process lock, in the disk pool.
+        may modify) to the repository's index under the cross-process lock,
+        in the disk pool.
 
         Changes to one repository are committed in groups: while one write
         of C{index.json} is in flight, the changes that arrive queue up and
-        the next write applies them all, in order.  Sixteen clients pushing
-        to one repository cost a handful of index rewrites, not sixteen.
+        the next write applies them all, in order, with one trip to the
+        pool.  Sixteen clients pushing to one repository cost a handful of
+        index rewrites, not sixteen.
 
-        @return: C{result}, or raise what C{change} raised.
+        @param precheck: blocking work to do first, in the pool but before
+            the lock is taken (storing a manifest's bytes); what it raises
+            fails this change only.
+        @return: C{result}, or raise what C{change} (or C{precheck}) raised.
         """
         waiting = Deferred()
-        self._indexQueues.setdefault(name, []).append((change, waiting))
+        self._indexQueues.setdefault(name, []).append((precheck, change, waiting))
         if name not in self._indexWriting:
             self._indexWriting.add(name)
             self._writeQueuedChanges(name)
@@ -526,68 +646,130 @@ class LocalStore:
             for waiting in self._indexWaiters.pop(name, []):
                 waiting.callback(None)
             return
-        changes = [change for change, _ in batch]
-        d = self._runner.run(self._mutateBlocking, name, changes, self._indexes.get(name))
+        items = [(precheck, change) for precheck, change, _ in batch]
+        d = self._runner.run(self._mutateBlocking, name, items, name not in self._indexes)
 
         def written(result):
-            index, outcomes = result
-            if index is not None:
-                self._indexes[name] = index
-                self._noteRepository(name)
-            for (_, waiting), (ok, value) in zip(batch, outcomes):
+            commit, outcomes = result
+            if commit is not None:
+                self._committed(name, *commit)
+            for (_, _, waiting), (ok, value) in zip(batch, outcomes):
                 if ok:
                     waiting.callback(value)
                 else:
                     waiting.errback(value)
 
         def failed(failure):
-            for _, waiting in batch:
+            for _, _, waiting in batch:
                 waiting.errback(failure)
 
         d.addCallbacks(written, failed)
         d.addBoth(lambda _: self._writeQueuedChanges(name))
 
-    def _mutateBlocking(self, name: str, changes, cached: RepositoryIndex | None):
+    def _committed(self, name, before, start, after, end, operations, built) -> None:
         """
-        Blocking: lock, read (or reuse the cached parse when the file is
-        unchanged), apply every change, write once.
+        On the reactor thread: this process changed the index from the
+        file of signature C{before} (journal position C{start}) to C{after}
+        (C{end}) by C{operations}; bring the readers' copy along.
         """
+        self._noteRepository(name)
+        cached = self._indexes.get(name)
+        if cached is None:
+            if built is not None:
+                self._indexes[name] = built
+            return
+        if cached.signature == before and journal.samePlace(cached.position, start):
+            cached.apply(operations, after)
+            cached.position = end
+        # Else the copy is behind (another process wrote meanwhile) or
+        # ahead (it replayed this very record): the next read follows the
+        # journal.
+
+    def _mutateBlocking(self, name: str, items, buildReader: bool):
+        """
+        Blocking: run the prechecks; then lock, bring the writer's entries
+        up to date (the journal, else the file), apply every change, write
+        the file and its journal record once.
+
+        @return: C{(commit, outcomes)}: what L{_committed} needs, or L{None}
+            when nothing changed; one C{(ok, result or Failure)} per item.
+        """
+        outcomes: list = [None] * len(items)
+        live = []
+        for i, (precheck, _) in enumerate(items):
+            if precheck is not None:
+                try:
+                    precheck()
+                except Exception:
+                    outcomes[i] = (False, Failure())
+                    continue
+            live.append(i)
+        if not live:
+            return None, outcomes
         self._ensureLayout(name)
         directory = self._repoDir(name)
         path = os.path.join(directory, "index.json")
+        journalPath = os.path.join(directory, journal.JOURNAL)
         with fileLock(os.path.join(directory, ".index.lock")):
-            current = cached
             try:
                 st = os.stat(path)
                 signature = (st.st_ino, st.st_mtime_ns, st.st_size)
             except FileNotFoundError:
                 signature = None
-            if current is None or current.signature != signature:
-                current = self._readIndex(path)
-            # The writer's own entries, changed in place, when they still
-            # describe the file (nobody else wrote it since); else re-read.
+            # The writer's entries, changed in place, when they describe the
+            # file (nobody else wrote it since, or the journal says how);
+            # else the file is parsed.
+            entries = None
             kept = self._writerEntries.pop(name, None)
-            if kept is not None and kept[0] == signature:
-                entries = kept[1]
-            else:
-                entries = IndexEntries.fromManifests(current.manifests if current else [])
-            outcomes = []
+            if kept is not None:
+                known, entries, position = kept
+                if known != signature or not journal.isCurrent(
+                    position, journal.stamp(journalPath)
+                ):
+                    records, end = journal.read(journalPath, position)
+                    result = journal.replay(entries, known, end, records)
+                    if result is None or result[0] != signature:
+                        entries = None
+                    else:
+                        known, position = result
+            if entries is None:
+                position = journal.positionNow(journalPath)
+                current = self._readManifests(path)
+                known, manifests = current if current is not None else (None, [])
+                entries = IndexEntries.fromManifests(manifests)
+            operations = entries.recording()
             changed = False
-            for change in changes:
-                try:
-                    didChange, result = change(entries)
-                except Exception:
-                    outcomes.append((False, Failure()))
-                    continue
-                changed = changed or didChange
-                outcomes.append((True, result))
+            try:
+                for i in live:
+                    try:
+                        didChange, result = items[i][1](entries)
+                    except Exception:
+                        outcomes[i] = (False, Failure())
+                        continue
+                    changed = changed or didChange
+                    outcomes[i] = (True, result)
+            finally:
+                entries.stopRecording()
             if not changed:
-                self._writerEntries[name] = (signature, entries)
-                return current, outcomes
-            st = _writeAtomically(path, entries.serialize(), self._commit)
-            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-            self._writerEntries[name] = (signature, entries)
-            return entries.snapshot(signature), outcomes
+                self._writerEntries[name] = (known, entries, position)
+                return None, outcomes
+            st = _writeAtomically(path, entries.chunks(), self._commit, exchange=True)
+            if not self._commit:
+                self._lazySync.changed(path)
+            written = (st.st_ino, st.st_mtime_ns, st.st_size)
+            try:
+                end = journal.append(journalPath, known, written, operations)
+            except OSError as e:
+                # The file is written: the change stands; other processes
+                # will parse the file, having no record to replay.
+                self._log.error("Cannot append to {path}: {e}", path=journalPath, e=e)
+                end = journal.positionNow(journalPath)
+            self._writerEntries[name] = (written, entries, end)
+            built = None
+            if buildReader:
+                built = RepositoryIndex.fromManifests(written, entries.manifests())
+                built.position = end
+            return (known, position, written, end, operations, built), outcomes
 
     # -- blobs ------------------------------------------------------------------
 
@@ -940,19 +1122,24 @@ class LocalStore:
             info = await self._runner.run(parseManifest, body, contentType, digest)
         else:
             info = parseManifest(body, contentType, digest)
-        index = await self._index(name)
-        known = index.byDigest if index is not None else {}
-        needed = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs] + [
-            (d.digest, self._blobPath(name, d.digest))
-            for d in info.children
-            if d.digest not in known
-        ]
+        known: dict = {}
+        if info.children:
+            # Children this index lists are already known as manifests:
+            # their bytes need no check before the lock.
+            index = await self._index(name)
+            if index is not None:
+                known = index.byDigest
+        blobPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs]
+        childPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.children]
+        needed = blobPaths + [(d, p) for d, p in childPaths if d not in known]
+        allNeeded = blobPaths + childPaths
         path = self._blobPath(name, digest)
 
         def checkAndStore():
             """
-            Blocking: refuse if a referenced blob is missing, else store the
-            manifest's bytes as a blob of the layout.
+            Blocking, before the index lock: refuse if a referenced blob is
+            missing, else store the manifest's bytes as a blob of the
+            layout.
             """
             absent = [d for d, p in needed if not os.path.isfile(p)]
             if absent:
@@ -973,18 +1160,11 @@ class LocalStore:
                     _writeAtomically(path, body, self._commit)
                     dedupe.recorded(name, digest)
 
-        await self._runner.run(checkAndStore)
-        self._manifestBodies.put(digest, body, len(body))
-        self._manifestInfos.put(digest, info)
         descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
         if info.artifactType and info.mediaType == oci.OCI_MANIFEST and (
             info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
         ):
             descriptor["artifactType"] = info.artifactType
-
-        allNeeded = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs] + [
-            (d.digest, self._blobPath(name, d.digest)) for d in info.children
-        ]
 
         def change(entries):
             # Under the index lock, where the garbage collector decides too:
@@ -1014,7 +1194,9 @@ class LocalStore:
                 entries.tag(tag, descriptor)
             return True, None
 
-        await self._mutateIndex(name, change)
+        await self._mutateIndex(name, change, checkAndStore)
+        self._manifestBodies.put(digest, body, len(body))
+        self._manifestInfos.put(digest, info)
         self.tagTimes.pushed(name, [*tags, digest])
         return info
 
@@ -1037,21 +1219,25 @@ class LocalStore:
 
     async def listTags(self, name: str) -> list[str]:
         index = await self._requireIndex(name)
-        return sorted(index.tags)
+        return list(index.sortedTags())
 
     async def referrers(self, name: str, digest: str) -> list[ManifestInfo]:
         oci.parseDigest(digest)
         index = await self._index(name)
         if index is None:
             return []
-        if index.referrersByDigest is None:
-            mapping: dict[str, list[ManifestInfo]] = {}
+        mapping = index.referrersByDigest
+        if mapping is None:
+            version = index.version
+            mapping = {}
             for candidate, descriptor in list(index.byDigest.items()):
                 info = await self._info(name, candidate, descriptor.get("mediaType"))
                 if info is not None and info.subject is not None:
                     mapping.setdefault(info.subject.digest, []).append(info)
-            index.referrersByDigest = mapping
-        return list(index.referrersByDigest.get(digest, []))
+            if index.version == version:
+                # Unchanged while the manifests were read: keep it.
+                index.referrersByDigest = mapping
+        return list(mapping.get(digest, []))
 
     async def _info(self, name: str, digest: str, mediaType) -> ManifestInfo | None:
         info = self._manifestInfos.get(digest)

@@ -30,6 +30,32 @@ def fileLock(path: str):
         os.close(fd)
 
 
+@contextmanager
+def sharedFileLock(path: str):
+    """
+    Hold a shared C{flock} on C{path}: no holder of L{fileLock} is inside
+    while it is held.  Best effort: where the lock file cannot be opened (a
+    read-only root, where nobody writes either) nothing is locked.
+    Blocking: use it inside the disk pool only.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            fd = None
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 class KeyedLocks:
     """
     One L{DeferredLock} per key, created on demand and dropped when idle.

@@ -205,9 +205,11 @@ class TagTimes:
         batches = []
         for repository, keys in dirty.items():
             current = self._times.get(repository, {})
-            records = {k: current[k] for k in keys if k in current}
+            # Copies of the times; encoded in the pool (thousands of keys
+            # a flush would otherwise stall the reactor for milliseconds).
+            records = {k: tuple(current[k]) for k in keys if k in current}
             if records:
-                batches.append((self.journalPath(repository), _lines(records)))
+                batches.append((self.journalPath(repository), records))
         if not batches:
             return 0
         try:
@@ -222,7 +224,8 @@ class TagTimes:
     def _append(self, batches) -> None:
         os.makedirs(self.directory, exist_ok=True)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        for path, data in batches:
+        for path, records in batches:
+            data = _lines(records)
             with fileLock(path + ".lock"):
                 fd = os.open(path, flags, 0o644)
                 try:

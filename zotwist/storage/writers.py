@@ -26,8 +26,12 @@ from zotwist import oci
 from zotwist.errors import RegistryError
 from zotwist.storage.interfaces import IUploadWriter
 
-HIGH_WATER = 4 * 1024 * 1024
-LOW_WATER = 1 * 1024 * 1024
+#: Bytes queued per upload above which the socket is no longer read, and
+#: below which it is read again: small enough that a few concurrent pushes
+#: hold little memory, large enough that each trip to the pool writes and
+#: hashes a few hundred KiB.
+HIGH_WATER = 2 * 1024 * 1024
+LOW_WATER = 512 * 1024
 _HASH_READ = 1024 * 1024
 
 

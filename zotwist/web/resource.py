@@ -107,7 +107,11 @@ class V2Resource(Resource):
                     "TOOMANYREQUESTS", headers={"Retry-After": str(wait)}
                 ))
                 return NOT_DONE_YET
-        route = matchRoute(request.path)
+        matched = getattr(request, "matchedRoute", None)
+        if matched is not None and matched[0] == request.path:
+            route = matched[1]
+        else:
+            route = matchRoute(request.path)
         if route is None:
             sendError(request, RegistryError("UNSUPPORTED", message="no such endpoint", status=404))
             return NOT_DONE_YET

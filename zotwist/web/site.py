@@ -70,6 +70,25 @@ class RegistryChannel(HTTPChannel):
     """
 
     _sniffed = False
+    _host = None
+    _peer = None
+
+    def getHost(self):
+        """
+        The local address, asked of the socket once per connection (Twisted
+        asks for every request: a C{getsockname} each time).
+        """
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self):
+        """
+        The client's address, built once per connection.
+        """
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     def connectionLost(self, reason) -> None:
         """
