@@ -3,6 +3,8 @@ Tests for L{zotwist.storage.syncer}: swapping an index into place, and
 syncing it later.
 """
 
+import contextlib
+import json
 import os
 
 from twisted.internet.defer import ensureDeferred
@@ -45,7 +47,44 @@ class ReplaceTests(SynchronousTestCase):
         self.assertEqual(self.read(self.target), b"new")
         self.assertEqual(os.stat(self.target).st_ino, inode)
         self.assertFalse(os.path.exists(self.source))
-        self.assertEqual(sorted(os.listdir(self.directory)), ["index.json"])
+        self.assertEqual(sorted(os.listdir(self.directory)), [".index.json.prev", "index.json"])
+        self.assertEqual(self.read(syncer.previousOf(self.target)), b"old")
+
+    def test_previousKeptUntilSynced(self):
+        """
+        While the swapped-in content is not synced, the previous copy stays
+        the last synced content however many swaps follow; a plain
+        replacement (flushed by the filesystem) or a sync drops it.
+        """
+        previous = syncer.previousOf(self.target)
+        self.write(self.target, b"v1")
+        for version in (b"v2", b"v3"):
+            self.write(self.source, version)
+            syncer.replace(self.source, self.target, commit=False)
+        self.assertEqual(self.read(self.target), b"v3")
+        self.assertEqual(self.read(previous), b"v1")
+        syncer._syncAll([self.target], lambda path: contextlib.nullcontext())
+        self.assertFalse(os.path.exists(previous))
+        self.write(self.source, b"v4")
+        syncer.replace(self.source, self.target, commit=False)
+        self.assertEqual(self.read(previous), b"v3")
+        self.write(self.source, b"v5")
+        syncer.replace(self.source, self.target, commit=False, exchange_=False)
+        self.assertEqual(self.read(self.target), b"v5")
+        self.assertFalse(os.path.exists(previous))
+
+    def test_readFallsBackToPrevious(self):
+        """
+        An index that does not parse (as a power loss right after a swap
+        can leave it) is read from the previous synced copy; without one,
+        the parse error stands.
+        """
+        self.write(self.target, b"")
+        self.assertRaises(ValueError, syncer.readWithFallback, self.target, json.loads)
+        self.write(syncer.previousOf(self.target), b'{"manifests": []}')
+        st, parsed = syncer.readWithFallback(self.target, json.loads)
+        self.assertEqual(parsed, {"manifests": []})
+        self.assertEqual(st.st_size, 0)
 
     def test_replaceWithCommit(self):
         """

@@ -161,10 +161,7 @@ def _writeAtomically(path: str, data, commit: bool, exchange: bool = False) -> o
     finally:
         os.close(fd)
     try:
-        if exchange:
-            syncer.replace(tmp, path, commit)
-        else:
-            os.replace(tmp, path)
+        syncer.replace(tmp, path, commit, exchange_=exchange)
     except BaseException:
         os.unlink(tmp)
         raise
@@ -253,7 +250,10 @@ class LocalStore:
         self._indexWriting: set[str] = set()
         self._dedupe = Dedupe(self, dedupe) if dedupe is not None else None
         #: Indexes replaced without a flush, synced about once a second.
-        self._lazySync = syncer.LazySync(runner, reactor)
+        self._lazySync = syncer.LazySync(
+            runner, reactor,
+            lockFor=lambda path: fileLock(os.path.join(os.path.dirname(path), ".index.lock")),
+        )
         #: Push and pull times per tag and manifest digest (for retention).
         self.tagTimes = TagTimes(self.root, runner, reactor)
         #: Refresh a blob's mtime when a client uses it and it is older than
@@ -585,20 +585,23 @@ class LocalStore:
         Blocking: C{(signature, manifests)} of C{index.json}, or L{None}
         when there is none.  An unreadable file counts as empty.
         """
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read()
-        except FileNotFoundError:
-            return None
-        try:
+        def parse(data: bytes) -> list:
             document = json.loads(data)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
             manifests = document.get("manifests") or []
             if not isinstance(manifests, list):
                 raise ValueError("manifests is not a list")
+            return manifests
+
+        try:
+            st, manifests = syncer.readWithFallback(path, parse)
+        except FileNotFoundError:
+            return None
         except ValueError:
             self._log.error("Unreadable index {path}; treating it as empty", path=path)
             manifests = []
+            st = os.stat(path)
         manifests = [m for m in manifests if isinstance(m, dict)]
         return (st.st_ino, st.st_mtime_ns, st.st_size), manifests
 

@@ -15,8 +15,19 @@ changed index about once a second, so a quiet repository's index is on
 disk within a second or so, as zot's C{commit: false} promises no more
 than that.  With C{storage.commit}, files are synced before the rename
 and the rename is a plain one.
+
+Without the flush, a power loss (not a process crash: the page cache
+survives those) shortly after a swap can leave C{index.json} empty or
+garbled, which would lose every tag of the repository, not just the last
+change.  So while a swapped-in C{index.json} is not known to be on disk,
+the last content that is stays beside it as C{.index.json.prev}
+(L{previousOf}): L{replace} keeps it, L{LazySync} removes it once the new
+content is synced, and L{readWithFallback} reads it when C{index.json}
+does not parse.  At worst a power loss costs the last second of changes,
+which is what zot's C{commit: false} promises.
 """
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -70,18 +81,71 @@ def exchange(source: str, target: str) -> bool:
     return False
 
 
-def replace(source: str, target: str, commit: bool) -> None:
+def previousOf(target: str) -> str:
+    """
+    @return: where the last synced content of C{target} is kept while its
+        current content may not be on disk yet.
+    """
+    directory, name = os.path.split(target)
+    return os.path.join(directory, f".{name}.prev")
+
+
+def replace(source: str, target: str, commit: bool, exchange_: bool = True) -> None:
     """
     Put the file C{source} in place of C{target}, atomically for readers.
-    Blocking.
+    Blocking; call it under the lock that orders the writers of C{target}.
 
     @param commit: C{source} was synced: a plain rename (nothing for ext4
-        to flush).  Otherwise an exchange and an unlink of the old content.
+        to flush).  Otherwise an exchange, keeping the old content as
+        L{previousOf} C{target} unless an older synced one is kept already.
+    @param exchange_: L{False} to always rename (ext4 flushes the data in
+        the rename, so the new content needs no previous copy).
     """
-    if not commit and exchange(source, target):
-        os.unlink(source)  # now the old content
+    if exchange_ and not commit and exchange(source, target):
+        # ``source`` now names the old content.  Invariant: with no previous
+        # copy, the target's content is on disk (synced, or flushed by a
+        # plain rename); so that content is the one to keep.
+        previous = previousOf(target)
+        if os.path.exists(previous):
+            os.unlink(source)
+        else:
+            os.rename(source, previous)
         return
     os.replace(source, target)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(previousOf(target))
+
+
+def readWithFallback(target: str, parse):
+    """
+    Read and C{parse} C{target}; when that raises L{ValueError} (an
+    C{index.json} left empty or garbled by a power loss after a swap) and
+    a previous synced copy exists, parse that instead.  Blocking.
+
+    @return: C{(os.stat_result of target, parse(data))}; raises
+        L{FileNotFoundError} when there is no C{target}, and the first
+        L{ValueError} when no fallback parses.
+    """
+    with open(target, "rb") as f:
+        st = os.fstat(f.fileno())
+        data = f.read()
+    try:
+        return st, parse(data)
+    except ValueError as first:
+        try:
+            with open(previousOf(target), "rb") as f:
+                fallback = f.read()
+        except FileNotFoundError:
+            raise first from None
+        try:
+            parsed = parse(fallback)
+        except ValueError:
+            raise first from None
+        _log.warn(
+            "{path} does not parse ({e}); using the last synced copy {previous}",
+            path=target, e=first, previous=previousOf(target),
+        )
+        return st, parsed
 
 
 class LazySync:
@@ -93,7 +157,14 @@ class LazySync:
     @param reactor: schedules the syncs; L{None} syncs nothing (unit tests).
     """
 
-    def __init__(self, runner, reactor=None, interval: float = SYNC_INTERVAL):
+    def __init__(self, runner, reactor=None, interval: float = SYNC_INTERVAL, lockFor=None):
+        """
+        @param lockFor: C{path -> context manager} holding the lock that
+            orders C{path}'s writers (L{replace} runs under it), so that a
+            sync and its removal of the previous copy are not split by a
+            swap; L{None} for no lock.
+        """
+        self._lockFor = lockFor or (lambda path: contextlib.nullcontext())
         self._runner = runner
         self._reactor = reactor
         self._interval = interval
@@ -133,7 +204,7 @@ class LazySync:
         @return: a L{Deferred} that fires when done.
         """
         paths, self._dirty = self._dirty, set()
-        return self._runner.run(_syncAll, sorted(paths))
+        return self._runner.run(_syncAll, sorted(paths), self._lockFor)
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -149,15 +220,18 @@ class LazySync:
             await self.sync()
 
 
-def _syncAll(paths) -> None:
+def _syncAll(paths, lockFor) -> None:
     for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue  # gone: nothing to keep
-        try:
-            os.fdatasync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        with lockFor(path):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone: nothing to keep
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                continue  # not known to be on disk: keep the previous copy
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(previousOf(path))
