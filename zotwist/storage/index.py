@@ -267,6 +267,20 @@ class IndexEntries:
             yield b",".join(piece)
         yield _TAIL
 
+    def snapshot(self, signature: tuple) -> "RepositoryIndex":
+        """
+        An independent readers' copy: later changes to these entries do not
+        show through it.  For stores whose writer keeps its own entries and
+        hands readers copies (the S3 store); the local store changes its
+        readers' copy in place instead.
+        """
+        index = RepositoryIndex(signature)
+        index._entries = dict(self._entries)
+        index._keysByDigest = {d: set(keys) for d, keys in self._keysByDigest.items()}
+        index._tags = dict(self._tags)
+        index._byDigest = dict(self._byDigest)
+        return index
+
 
 class RepositoryIndex(IndexEntries):
     """
