@@ -851,6 +851,57 @@ class BlobTests(S3BlobsTestCase):
             await self.b.blobs.blobURL(REPO, sha256(b"absent"))
         self.assertEqual(caught.exception.code, "BLOB_UNKNOWN")
 
+    async def test_layoutOncePerRepository(self):
+        """
+        The first blob of a new repository writes its layout files
+        (conditionally); an instance publishing a blob in a repository
+        Redis already lists makes no layout PUT at all.
+        """
+        puts = {}
+        for name, instance in (("a", self.a), ("b", self.b)):
+            original = instance.objects.blocking.put
+
+            def recording(key, data, ifNoneMatch=False, ifMatch=None, name=name, orig=original):
+                last = key.rsplit("/", 1)[1]
+                if last in ("oci-layout", "index.json"):
+                    puts.setdefault(name, []).append((last, ifNoneMatch))
+                return orig(key, data, ifNoneMatch, ifMatch)
+
+            self.patch(instance.objects.blocking, "put", recording)
+        data = b"first"
+        await self._push(self.a, REPO, data)
+        self.assertEqual(puts["a"], [("oci-layout", True), ("index.json", True)])
+        second = os.urandom(1000)
+        await self._push(self.b, REPO, second)
+        self.assertEqual(puts.get("b", []), [])
+        self.assertPublished(REPO, data)
+        self.assertPublished(REPO, second)
+        # A repository new to both: b lays it out.
+        await self._push(self.b, "s3/other", data)
+        self.assertEqual(puts["b"], [("oci-layout", True), ("index.json", True)])
+        self.assertPublished("s3/other", data)
+
+    async def test_rebuildLaysOut(self):
+        """
+        A repository whose blob object is all there is (a crash after the
+        copy, before the layout) gets its layout files from the rebuild
+        that adds it to C{repos}, since a listed repository's layout is
+        never written again.
+        """
+        data = b"orphan"
+        key = self.layoutKey("s3/orphan", sha256(data))
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        listing = await self.b.objects.list(f"{ROOT}/s3/orphan/blobs/")
+        self.assertEqual(await self.b.blobs.rebuildBlobs("s3/orphan", listing.objects), 1)
+        self.assertIn(b"s3/orphan", self.r.smembers(self.prefix + "repos"))
+        self.assertEqual(
+            self.keys(f"{ROOT}/s3/orphan/"),
+            sorted([key, f"{ROOT}/s3/orphan/index.json", f"{ROOT}/s3/orphan/oci-layout"]),
+        )
+        self.assertEqual(
+            json.loads(self.objectBytes(f"{ROOT}/s3/orphan/index.json"))["manifests"], []
+        )
+
     async def test_rebuildBlobs(self):
         """
         After Redis lost the records, L{S3Blobs.rebuildBlobs} restores them

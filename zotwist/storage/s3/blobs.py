@@ -421,9 +421,28 @@ class S3Blobs:
         The default L{layout}: create C{oci-layout} and an empty
         C{index.json} unless they exist (C{If-None-Match: *}, so a
         repository's real index is never replaced).  Blocking.
+
+        Skipped, without an S3 call, when Redis's catalog (C{repos}) lists
+        the repository: a name is added there only after its layout exists
+        (L{_published} lays out first; the metadata records an index after
+        writing C{index.json}, and C{oci-layout} before a first index; the
+        rebuilds lay out what they add, see L{rebuildBlobsBlocking}), and
+        no layout file is ever deleted.  So only the first blob of a new
+        repository pays the two conditional PUTs, not the first of every
+        instance.
         """
         if name in self._layouts:
             return
+        if self.redis.redis.sismember(self.redis.key("repos"), name):
+            self._layouts.add(name)
+            return
+        self._writeLayout(name)
+        self._layouts.add(name)
+
+    def _writeLayout(self, name: str) -> None:
+        """
+        Blocking: the two conditional PUTs of L{ensureLayoutBlocking}.
+        """
         for key, data in (
             (self.repoKey(name, "oci-layout"), _LAYOUT),
             (self.repoKey(name, "index.json"), _EMPTY_INDEX),
@@ -432,7 +451,6 @@ class S3Blobs:
                 self.objects.blocking.put(key, data, ifNoneMatch=True)
             except PreconditionFailed:
                 pass
-        self._layouts.add(name)
 
     def _published(self, name: str, digest: str, size: int, uploadID: str | None = None):
         """
@@ -453,7 +471,10 @@ class S3Blobs:
         Restore Redis's record of the blobs repository C{name} holds from
         a listing of its C{blobs/} keys (for the rebuild after Redis lost
         its data).  Keys that are not C{blobs/<alg>/<hex>} of a valid digest
-        are skipped.  Blocking.
+        are skipped.  The layout files are written (unless they exist)
+        before the name goes into C{repos}: a blob copied before a crash
+        may be all a repository has, and L{ensureLayoutBlocking} trusts
+        C{repos}.  Blocking.
 
         @param objects: L{zotwist.storage.s3.objects.ObjectInfo}s.
         @return: how many blobs were recorded.
@@ -471,6 +492,7 @@ class S3Blobs:
                 continue
             found[digest] = info.size
         if found:
+            self._writeLayout(name)
             pipe = self.redis.redis.pipeline(transaction=False)
             pipe.hset(self.blobsKey(name), mapping=found)
             for digest in found:
