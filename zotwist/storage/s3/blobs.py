@@ -43,10 +43,13 @@ _LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 _EMPTY_INDEX = json.dumps(
     {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
 ).encode()
-#: The largest read-ahead chunk (one pool job reads at most this much).
-READ_AHEAD_CHUNK = 4 * 1024 * 1024
-#: At most this many bytes are buffered ahead per reader (two chunks).
-READ_AHEAD_LIMIT = 2 * READ_AHEAD_CHUNK
+#: The largest read-ahead chunk (one pool job reads at most this much).  The
+#: producer's read size: each answer is then a whole chunk, not a copied
+#: slice.  4 MiB chunks sliced into 1 MiB answers cost 17 % more server CPU
+#: and 20 % of the throughput of four concurrent 32 MiB pulls here.
+READ_AHEAD_CHUNK = READ_SIZE
+#: At most this many bytes are buffered ahead per reader.
+READ_AHEAD_LIMIT = 8 * 1024 * 1024
 #: A GET ended with at most this much unread is read to its end, so its
 #: connection is kept; a longer rest is cut.
 DRAIN_LIMIT = 8 * 1024 * 1024
@@ -64,9 +67,9 @@ class S3BlobReader:
     for 1 MiB, the pool reads it from S3 while the socket is idle, the
     reactor writes it and is paused until the socket drained it, while S3
     is idle.  Here, once reads are sequential, one pool job at a time keeps
-    a buffer filled from the GET (chunks doubling from L{READ_SIZE} to
-    L{READ_AHEAD_CHUNK}, never more than L{READ_AHEAD_LIMIT} bytes
-    buffered) while the reactor sends, and reads are answered from it.
+    a buffer filled from the GET (chunks of L{READ_AHEAD_CHUNK}, never more
+    than L{READ_AHEAD_LIMIT} bytes buffered) while the reactor sends, and
+    reads are answered from it.
 
     Positional semantics as L{IBlobReader} says.  The first read, and any
     read that is not where the previous one ended or inside the buffer (a
@@ -112,7 +115,6 @@ class S3BlobReader:
         self._streamEnd = -1
         #: An offset at which a GET ended early (the object is shorter).
         self._eofAt: int | None = None
-        self._nextChunk = READ_SIZE
         self._readingAhead = False
         self._waiters: deque = deque()
         self._closed = False
@@ -225,7 +227,6 @@ class S3BlobReader:
                 self._streamAt = offset
                 self._eofAt = None
                 self._readingAhead = False
-                self._nextChunk = READ_SIZE
                 self._fetch(offset, offset + length - 1, length)
             break
         if (
@@ -234,7 +235,7 @@ class S3BlobReader:
             and self._readingAhead
             and self._eofAt is None
             and 0 <= self._streamAt < self.size
-            and self.buffered + self._nextChunk <= READ_AHEAD_LIMIT
+            and self.buffered + READ_AHEAD_CHUNK <= READ_AHEAD_LIMIT
         ):
             self._fill()
         for d, data in ready:
@@ -245,12 +246,10 @@ class S3BlobReader:
         Read the next chunk at C{_streamAt}: from the open GET, or from a
         new one to the end of the object when it is used up.
         """
-        size = self._nextChunk
-        self._nextChunk = min(READ_AHEAD_CHUNK, size * 2)
         if self._stream is not None and self._streamAt <= self._streamEnd:
-            self._fetch(None, None, size)
+            self._fetch(None, None, READ_AHEAD_CHUNK)
         else:
-            self._fetch(self._streamAt, None, size)
+            self._fetch(self._streamAt, None, READ_AHEAD_CHUNK)
 
     def _fetch(self, openAt: int | None, end: int | None, size: int) -> None:
         """
