@@ -438,12 +438,14 @@ class S3Blobs:
         if self.redis.redis.sismember(self.redis.key("repos"), name):
             self._layouts.add(name)
             return
-        self._writeLayout(name)
+        self.writeLayoutBlocking(name)
         self._layouts.add(name)
 
-    def _writeLayout(self, name: str) -> None:
+    def writeLayoutBlocking(self, name: str) -> None:
         """
-        Blocking: the two conditional PUTs of L{ensureLayoutBlocking}.
+        Blocking: the two conditional PUTs of L{ensureLayoutBlocking},
+        unconditionally of Redis (for a rebuild, before it adds C{name} to
+        C{repos}).
         """
         for key, data in (
             (self.repoKey(name, "oci-layout"), _LAYOUT),
@@ -494,7 +496,7 @@ class S3Blobs:
                 continue
             found[digest] = info.size
         if found:
-            self._writeLayout(name)
+            self.writeLayoutBlocking(name)
             pipe = self.redis.redis.pipeline(transaction=False)
             pipe.hset(self.blobsKey(name), mapping=found)
             for digest in found:
