@@ -37,7 +37,7 @@ from tests.procsupport import (
 )
 from zotwist.coordination.client import RedisClient, storePrefix
 from zotwist.storage.s3 import uploads as uploadsModule
-from zotwist.storage.s3.blobs import S3Blobs
+from zotwist.storage.s3.blobs import DRAIN_LIMIT, READ_AHEAD_LIMIT, S3Blobs
 from zotwist.storage.s3.objects import ObjectStore
 from zotwist.threads import ThreadPoolRunner
 from zotwist.web.site import RegistrySite
@@ -735,10 +735,14 @@ class BlobTests(S3BlobsTestCase):
         self.assertEqual(await reader.read(2 * MiB, MiB), data[2 * MiB :])
         self.assertEqual(await reader.read(len(data), 10), b"")
         reader.close()
-        # 0: to the end; 100: just the 10 bytes asked for; 110: the next
-        # small read starts a GET of its own; 2 MiB: the rest.
-        self.assertEqual(opened, [(0, None), (100, 109), (110, 114), (2 * MiB, None)])
-        self.assertEqual(threads, [False] * 4)
+        # 0: the first read; 1 MiB: sequential, read ahead to the end; 100:
+        # a seek, just the 10 bytes asked for; 110: the next small read, a
+        # GET of its own; 2 MiB: a seek.
+        self.assertEqual(
+            opened,
+            [(0, MiB - 1), (MiB, None), (100, 109), (110, 114), (2 * MiB, 2 * MiB + 6)],
+        )
+        self.assertEqual(threads, [False] * 5)
 
     async def test_statFromRedisOnly(self):
         """
@@ -850,6 +854,57 @@ class BlobTests(S3BlobsTestCase):
             await self.b.blobs.blobURL(REPO, sha256(b"absent"))
         self.assertEqual(caught.exception.code, "BLOB_UNKNOWN")
 
+    async def test_layoutOncePerRepository(self):
+        """
+        The first blob of a new repository writes its layout files
+        (conditionally); an instance publishing a blob in a repository
+        Redis already lists makes no layout PUT at all.
+        """
+        puts = {}
+        for name, instance in (("a", self.a), ("b", self.b)):
+            original = instance.objects.blocking.put
+
+            def recording(key, data, ifNoneMatch=False, ifMatch=None, name=name, orig=original):
+                last = key.rsplit("/", 1)[1]
+                if last in ("oci-layout", "index.json"):
+                    puts.setdefault(name, []).append((last, ifNoneMatch))
+                return orig(key, data, ifNoneMatch, ifMatch)
+
+            self.patch(instance.objects.blocking, "put", recording)
+        data = b"first"
+        await self._push(self.a, REPO, data)
+        self.assertEqual(puts["a"], [("oci-layout", True), ("index.json", True)])
+        second = os.urandom(1000)
+        await self._push(self.b, REPO, second)
+        self.assertEqual(puts.get("b", []), [])
+        self.assertPublished(REPO, data)
+        self.assertPublished(REPO, second)
+        # A repository new to both: b lays it out.
+        await self._push(self.b, "s3/other", data)
+        self.assertEqual(puts["b"], [("oci-layout", True), ("index.json", True)])
+        self.assertPublished("s3/other", data)
+
+    async def test_rebuildLaysOut(self):
+        """
+        A repository whose blob object is all there is (a crash after the
+        copy, before the layout) gets its layout files from the rebuild
+        that adds it to C{repos}, since a listed repository's layout is
+        never written again.
+        """
+        data = b"orphan"
+        key = self.layoutKey("s3/orphan", sha256(data))
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        listing = await self.b.objects.list(f"{ROOT}/s3/orphan/blobs/")
+        self.assertEqual(await self.b.blobs.rebuildBlobs("s3/orphan", listing.objects), 1)
+        self.assertIn(b"s3/orphan", self.r.smembers(self.prefix + "repos"))
+        self.assertEqual(
+            self.keys(f"{ROOT}/s3/orphan/"),
+            sorted([key, f"{ROOT}/s3/orphan/index.json", f"{ROOT}/s3/orphan/oci-layout"]),
+        )
+        self.assertEqual(
+            json.loads(self.objectBytes(f"{ROOT}/s3/orphan/index.json"))["manifests"], []
+        )
+
     async def test_rebuildBlobs(self):
         """
         After Redis lost the records, L{S3Blobs.rebuildBlobs} restores them
@@ -869,6 +924,208 @@ class BlobTests(S3BlobsTestCase):
         self.assertEqual(await self.b.blobs.statBlob(REPO, second), 2000)
         self.assertEqual(self.r.smembers(self.prefix + "repos"), {REPO.encode()})
         self.assertEqual(self.r.smembers(self.prefix + f"holders:{first}"), {REPO.encode()})
+
+
+class ReaderTests(S3BlobsTestCase):
+    """
+    L{S3BlobReader}'s read-ahead, driven as the web layer's producer drives
+    it: positional reads of up to 1 MiB.
+    """
+
+    async def _blob(self, data: bytes):
+        """
+        Push C{data} through instance a; return a reader of it on instance
+        b and the list its GETs are recorded in (C{(start, end)}, and the
+        body streams in C{reader.streams}).
+        """
+        response = await request(
+            self.a,
+            "POST",
+            withQuery(f"{self.a.url}/v2/{REPO}/blobs/uploads/", digest=sha256(data)),
+            data=data,
+            headers={"Content-Type": OCTET_STREAM},
+        )
+        await expect(response, 201, "single POST")
+        opened, streams = [], []
+        original = self.b.objects.blocking.openStream
+
+        def recording(key, start, end=None):
+            self.assertIsNot(threading.current_thread(), threading.main_thread())
+            opened.append((start, end))
+            stream = original(key, start, end)
+            streams.append(stream)
+            return stream
+
+        self.patch(self.b.objects.blocking, "openStream", recording)
+        reader = await self.b.blobs.openBlob(REPO, sha256(data))
+        return reader, opened, streams
+
+    async def settle(self, reader) -> None:
+        """
+        Wait until the reader's read-ahead stopped (no job in flight).
+        """
+        while reader.fetching is not None:
+            await reader.fetching
+
+    async def assertReleased(self, streams) -> None:
+        """
+        Every GET's body was closed, and the pool's threads all become idle
+        (a worker counts as busy for a moment after its result was
+        delivered; one blocked would fail the wait).
+        """
+        for stream in streams:
+            self.assertTrue(stream._raw_stream.closed, stream)
+        await waitFor(lambda: self.b.runner.pool.working == [])
+
+    async def test_sequentialReadAhead(self):
+        """
+        Read sequentially in 1 MiB reads, a 21 MiB blob comes back exactly;
+        once reads are sequential the reader reads ahead of them (bytes are
+        buffered that were not asked for yet) but never more than
+        L{READ_AHEAD_LIMIT}; two GETs, each read to its end: the first
+        read's (it may be a whole range), then one to the end of the blob;
+        closing at the end releases everything.
+        """
+        data = os.urandom(21 * MiB + 12345)
+        reader, opened, streams = await self._blob(data)
+        received, ahead = [], []
+        offset = 0
+        while offset < len(data):
+            chunk = await reader.read(offset, min(MiB, len(data) - offset))
+            self.assertTrue(chunk)
+            received.append(chunk)
+            offset += len(chunk)
+            self.assertLessEqual(reader.buffered, READ_AHEAD_LIMIT)
+            await self.settle(reader)
+            self.assertLessEqual(reader.buffered, READ_AHEAD_LIMIT)
+            ahead.append(reader.buffered)
+        self.assertEqual(await reader.read(len(data), MiB), b"")
+        self.assertTrue(b"".join(received) == data, "the bytes read differ")
+        # Nothing ahead after the first read (it may be a whole range),
+        # then read-ahead.
+        self.assertEqual(ahead[0], 0)
+        self.assertGreater(max(ahead), MiB)
+        self.assertEqual(opened, [(0, MiB - 1), (MiB, None)])
+        for stream in streams:
+            self.assertEqual(stream._amount_read, int(stream._content_length))
+        await reader.close()
+        await self.assertReleased(streams)
+
+    async def test_pullThroughHTTP(self):
+        """
+        A 21 MiB blob pulled through the web layer from another instance
+        arrives exactly, and whole and ranged.
+        """
+        data = os.urandom(21 * MiB + 7)
+        reader, _, _ = await self._blob(data)
+        await reader.close()
+        response, body = await self.pull(self.c, REPO, sha256(data))
+        self.assertEqual(response.code, 200)
+        self.assertTrue(body == data, "the pulled bytes differ")
+        start, end = 3 * MiB + 5, 12 * MiB + 77
+        response, body = await self.pull(
+            self.c, REPO, sha256(data), {"Range": f"bytes={start}-{end}"}
+        )
+        self.assertEqual(response.code, 206)
+        self.assertTrue(body == data[start : end + 1], "the range differs")
+
+    async def test_seeks(self):
+        """
+        A read backwards, or beyond what is buffered, drops the buffer and
+        opens a GET of just what it asks for; a read inside the buffer is
+        answered from it without a GET; sequential reads from a new
+        position read ahead again.
+        """
+        data = os.urandom(24 * MiB)
+        reader, opened, streams = await self._blob(data)
+        for n in range(4):
+            self.assertTrue(await reader.read(n * MiB, MiB) == data[n * MiB : (n + 1) * MiB])
+        await self.settle(reader)
+        self.assertGreater(reader.buffered, 0)
+        before = len(opened)
+        # Backwards.
+        self.assertTrue(await reader.read(MiB + 3, MiB) == data[MiB + 3 : 2 * MiB + 3])
+        self.assertEqual(opened[before:], [(MiB + 3, 2 * MiB + 2)])
+        self.assertTrue(await reader.read(2 * MiB + 3, MiB) == data[2 * MiB + 3 : 3 * MiB + 3])
+        await self.settle(reader)
+        self.assertGreater(reader.buffered, 0)
+        # Inside the buffer (skipping some of it): no GET.
+        count = len(opened)
+        skip = 3 * MiB + 3 + 1000
+        self.assertTrue(await reader.read(skip, 10) == data[skip : skip + 10])
+        self.assertEqual(len(opened), count)
+        # Far ahead, beyond the buffer.
+        far = 20 * MiB + 1
+        self.assertTrue(await reader.read(far, MiB) == data[far : far + MiB])
+        self.assertEqual(opened[-1], (far, far + MiB - 1))
+        # And back to the start, then sequentially to the end.
+        offset, received = 0, []
+        while offset < len(data):
+            chunk = await reader.read(offset, MiB)
+            received.append(chunk)
+            offset += len(chunk)
+        self.assertTrue(b"".join(received) == data, "the bytes read differ")
+        await reader.close()
+        await self.assertReleased(streams)
+
+    async def test_rangeOfOneRead(self):
+        """
+        A range the producer reads in one read (up to 1 MiB) is one GET of
+        exactly that range, read to its end, with nothing read ahead.
+        """
+        data = os.urandom(10 * MiB)
+        reader, opened, streams = await self._blob(data)
+        self.assertTrue(await reader.read(5 * MiB + 1, MiB) == data[5 * MiB + 1 : 6 * MiB + 1])
+        await self.settle(reader)
+        self.assertEqual(reader.buffered, 0)
+        self.assertEqual(opened, [(5 * MiB + 1, 6 * MiB)])
+        self.assertEqual(streams[0]._amount_read, MiB)
+        await reader.close()
+        await self.assertReleased(streams)
+
+    async def test_closeMidStream(self):
+        """
+        Closing while a read-ahead is in flight stops it: the GET is
+        released once the job returns, no pool thread is left busy, a read
+        waiting on the job fails, and later reads fail.
+        """
+        data = os.urandom(40 * MiB)
+        reader, opened, streams = await self._blob(data)
+        for n in range(3):
+            await reader.read(n * MiB, MiB)
+        self.assertIsNotNone(reader.fetching)
+        waiting = reader.read(30 * MiB, MiB)
+        await reader.close()
+        self.assertEqual(reader.buffered, 0)
+        await self.assertReleased(streams)
+        with self.assertRaises(OSError):
+            await waiting
+        with self.assertRaises(OSError):
+            await reader.read(3 * MiB, MiB)
+        # Nothing was read past the window the job was in.
+        self.assertLessEqual(sum(s._amount_read for s in streams), 3 * MiB + DRAIN_LIMIT)
+
+    async def test_shorterObject(self):
+        """
+        An object shorter than the size Redis records ends the reads with
+        C{b""} at its end (the producer then fails the download) instead
+        of opening GETs forever.
+        """
+        data = os.urandom(3 * MiB)
+        reader, opened, streams = await self._blob(data)
+        reader.size = 5 * MiB
+        offset, received = 0, []
+        while True:
+            chunk = await reader.read(offset, MiB)
+            if not chunk:
+                break
+            received.append(chunk)
+            offset += len(chunk)
+        self.assertEqual(offset, len(data))
+        self.assertTrue(b"".join(received) == data)
+        self.assertLessEqual(len(opened), 4)
+        await reader.close()
+        await self.assertReleased(streams)
 
 
 class BackpressureTests(S3BlobsTestCase):

@@ -19,8 +19,9 @@ every layer push.
 """
 
 import json
+from collections import deque
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -42,6 +43,18 @@ _LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 _EMPTY_INDEX = json.dumps(
     {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
 ).encode()
+#: The largest read-ahead chunk (one pool job reads at most this much).  The
+#: producer's read size: each answer is then a whole chunk, not a copied
+#: slice.  4 MiB chunks sliced into 1 MiB answers cost 17 % more server CPU
+#: and 20 % of the throughput of four concurrent 32 MiB pulls here.
+READ_AHEAD_CHUNK = READ_SIZE
+#: At most this many bytes are buffered ahead per reader (two chunks).  8 MiB
+#: pulled whole blobs no faster here, and read further past the end of a
+#: range (20 ranges of 8 MiB: 156 against 175 MiB/s).
+READ_AHEAD_LIMIT = 2 * READ_AHEAD_CHUNK
+#: A GET ended with at most this much unread is read to its end, so its
+#: connection is kept; a longer rest is cut.
+DRAIN_LIMIT = 8 * 1024 * 1024
 #: Seconds a presigned blob URL is valid.
 PRESIGN_EXPIRY = 600
 
@@ -49,14 +62,43 @@ PRESIGN_EXPIRY = 600
 @implementer(IBlobReader)
 class S3BlobReader:
     """
-    A blob in S3, read through one ranged GET: the first read opens it from
-    its offset to the end of the object (or, for a read shorter than
-    L{READ_SIZE}, just that range), later reads continue it; a read at
-    another offset, or past the end of that range, starts a new GET.  Reads
-    run in the thread pool.
+    A blob in S3, read through ranged GETs with read-ahead, so the next S3
+    read overlaps the sending of the previous chunk.
+
+    Without read-ahead a download alternates: the web layer's producer asks
+    for 1 MiB, the pool reads it from S3 while the socket is idle, the
+    reactor writes it and is paused until the socket drained it, while S3
+    is idle.  Here, once reads are sequential, one pool job at a time keeps
+    a buffer filled from the GET (chunks of L{READ_AHEAD_CHUNK}, never more
+    than L{READ_AHEAD_LIMIT} bytes buffered) while the reactor sends, and
+    reads are answered from it.
+
+    Positional semantics as L{IBlobReader} says.  The first read, and any
+    read that is not where the previous one ended or inside the buffer (a
+    seek), drops the buffer and opens a GET of exactly the bytes asked for:
+    the producer's first read of a range of up to 1 MiB is the whole range.
+    A sequential read of a full L{READ_SIZE} turns read-ahead on, which
+    reads on from one GET to the end of the object.  (Closing a GET before
+    its end costs the next GET a new connection: about 30 ms against RGW
+    here, against 6 ms for a 1 MiB GET on a kept one; hence the exact first
+    GET, and a GET with at most L{DRAIN_LIMIT} bytes left is read to its
+    end, in the pool after the response, rather than cut.  Bounded GETs
+    of doubling size instead of one to the end were measured: the extra
+    GETs cost more CPU than cut connections save; four concurrent 32 MiB
+    pulls ran at 0.67 of the old reader's throughput with them, 0.9
+    without, both with 4 MiB chunks.)
+
+    Threads: at most one pool job per reader at a time (opening a GET
+    and/or reading one chunk); it never waits for room in the buffer, so no
+    pool thread is held by a slow client.  A GET's stream is only touched
+    by that job, or closed after it.  Everything else runs on the reactor
+    thread.
 
     Deliberately no C{fileno}: the web layer uses C{sendfile} only for
     local files.
+
+    @ivar fetching: the L{Deferred} of the pool job in flight, or L{None}.
+    @ivar buffered: how many bytes are read ahead.
     """
 
     def __init__(self, objects, key: str, size: int):
@@ -64,40 +106,226 @@ class S3BlobReader:
         self._key = key
         self.size = size
         self._stream = None
-        self._position: int | None = None
-        self._end = -1
+        #: Buffered chunks; the first is consumed from C{_head} on.
+        self._chunks: deque[bytes] = deque()
+        self._head = 0
+        self.buffered = 0
+        #: The object offset of the first buffered byte (the consumer's position).
+        self._bufferStart = -1
+        #: The object offset the reads continue from (-1: none yet).
+        self._streamAt = -1
+        #: The last object offset (inclusive) the open GET returns.
+        self._streamEnd = -1
+        #: An offset at which a GET ended early (the object is shorter).
+        self._eofAt: int | None = None
+        self._readingAhead = False
+        self._waiters: deque = deque()
+        self._closed = False
+        self.fetching: Deferred | None = None
 
     def read(self, offset: int, length: int) -> Deferred:
-        return self._objects.runner.run(self._read, offset, length)
+        if self._closed:
+            return fail(OSError("the blob reader is closed"))
+        d = Deferred()
+        self._waiters.append((offset, length, d))
+        self._pump()
+        return d
 
-    def _read(self, offset: int, length: int) -> bytes:
+    def close(self) -> Deferred:
         """
-        Blocking: up to C{length} bytes from C{offset}.
+        Stop the read-ahead, drop the buffer and end the GET (in the pool),
+        once a job in flight finished.  Reads still waiting fail.
+
+        @return: a L{Deferred} firing once the GET is closed (callers of
+            L{IBlobReader} need not wait for it).
         """
-        if offset >= self.size or length <= 0:
-            return b""
-        if self._stream is None or self._position != offset or offset > self._end:
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
-            # A first read shorter than the read size is a whole small range
-            # (the producer asks for min(1 MiB, what remains)): ask S3 for
-            # just that, so the connection can be reused afterwards.
-            end = offset + length - 1 if length < READ_SIZE else None
-            try:
-                self._stream = self._objects.blocking.openStream(self._key, offset, end)
-                self._end = self.size - 1 if end is None else end
-            except KeyError:
-                raise OSError(f"the object {self._key} is missing")
-            self._position = offset
-        data = self._stream.read(length)
-        self._position += len(data)
+        if not self._closed:
+            self._closed = True
+            self._drop()
+            waiters, self._waiters = self._waiters, deque()
+            for _, _, d in waiters:
+                d.errback(OSError("the blob reader is closed"))
+        if self.fetching is not None:
+            # The job's completion hands its stream back; release it then.
+            d = Deferred()
+            self.fetching.addBoth(lambda _: self._releaseStream().chainDeferred(d))
+            return d
+        return self._releaseStream()
+
+    def _releaseStream(self) -> Deferred:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return succeed(None)
+        return self._objects.runner.run(_endStream, stream, self._streamEnd - self._streamAt + 1)
+
+    # -- the buffer ----------------------------------------------------------------
+
+    def _drop(self) -> None:
+        self._chunks.clear()
+        self._head = 0
+        self.buffered = 0
+
+    def _take(self, offset: int, length: int) -> bytes:
+        """
+        Up to C{length} buffered bytes from C{offset} (inside the buffer),
+        discarding everything before them.
+        """
+        self._skip(offset - self._bufferStart)
+        chunk = self._chunks[0]
+        available = len(chunk) - self._head
+        if self._head == 0 and length >= available:
+            data = chunk
+        else:
+            data = chunk[self._head : self._head + min(length, available)]
+        self._skip(len(data))
         return data
 
-    def close(self) -> None:
+    def _skip(self, count: int) -> None:
+        self._bufferStart += count
+        self.buffered -= count
+        while count:
+            chunk = self._chunks[0]
+            step = min(count, len(chunk) - self._head)
+            self._head += step
+            count -= step
+            if self._head == len(chunk):
+                self._chunks.popleft()
+                self._head = 0
+
+    # -- the state machine (reactor thread) ---------------------------------------
+
+    def _pump(self) -> None:
+        """
+        Answer what the buffer can, start the one job the state calls for,
+        then fire the answers: their callbacks may call L{read} again and
+        find the state settled.
+        """
+        ready = []
+        while self._waiters:
+            offset, length, d = self._waiters[0]
+            if offset >= self.size or length <= 0 or offset == self._eofAt:
+                self._waiters.popleft()
+                ready.append((d, b""))
+                continue
+            if self.buffered and self._bufferStart <= offset < self._streamAt:
+                self._waiters.popleft()
+                if length < READ_SIZE:
+                    # The producer's last read of a range: nothing follows.
+                    self._readingAhead = False
+                ready.append((d, self._take(offset, length)))
+                continue
+            if self.fetching is not None:
+                # A job continues the stream (it may bring this offset), or
+                # must finish before the stream can be replaced.
+                break
+            self._drop()
+            self._bufferStart = offset
+            if offset == self._streamAt and (
+                length >= READ_SIZE or (self._stream is not None and offset <= self._streamEnd)
+            ):
+                self._readingAhead = length >= READ_SIZE
+                self._fill()
+            else:
+                # A seek, or the first read: a GET of just the bytes asked for.
+                self._streamAt = offset
+                self._eofAt = None
+                self._readingAhead = False
+                self._fetch(offset, offset + length - 1, length)
+            break
+        if (
+            self.fetching is None
+            and not self._closed
+            and self._readingAhead
+            and self._eofAt is None
+            and 0 <= self._streamAt < self.size
+            and self.buffered + READ_AHEAD_CHUNK <= READ_AHEAD_LIMIT
+        ):
+            self._fill()
+        for d, data in ready:
+            d.callback(data)
+
+    def _fill(self) -> None:
+        """
+        Read the next chunk at C{_streamAt}: from the open GET, or from a
+        new one to the end of the object when it is used up.
+        """
+        if self._stream is not None and self._streamAt <= self._streamEnd:
+            self._fetch(None, None, READ_AHEAD_CHUNK)
+        else:
+            self._fetch(self._streamAt, None, READ_AHEAD_CHUNK)
+
+    def _fetch(self, openAt: int | None, end: int | None, size: int) -> None:
+        """
+        Start the pool job: open a GET of C{openAt}..C{end} if given (ending
+        the current one), then read up to C{size} bytes of it.
+        """
         stream, self._stream = self._stream, None
-        if stream is not None:
-            self._objects.runner.run(stream.close)
+        left = self._streamEnd - self._streamAt + 1
+        if openAt is not None:
+            if end is not None:
+                end = min(end, self.size - 1)
+            self._streamEnd = self.size - 1 if end is None else end
+        size = min(size, self._streamEnd - self._streamAt + 1)
+        d = self.fetching = self._objects.runner.run(
+            self._fetchBlocking, stream, left, openAt, end, size
+        )
+        d.addCallbacks(self._fetched, self._fetchFailed)
+
+    def _fetchBlocking(self, stream, left: int, openAt: int | None, end: int | None, size: int):
+        """
+        Blocking: the job.  Owns C{stream} (with C{left} bytes unread)
+        while it runs; ends every stream it does not return.
+        """
+        if openAt is not None:
+            if stream is not None:
+                _endStream(stream, left)
+                stream = None
+            try:
+                stream = self._objects.blocking.openStream(self._key, openAt, end)
+            except KeyError:
+                raise OSError(f"the object {self._key} is missing")
+        try:
+            return stream, stream.read(size)
+        except BaseException:
+            stream.close()
+            raise
+
+    def _fetched(self, result) -> None:
+        self.fetching = None
+        self._stream, data = result
+        self._streamAt += len(data)
+        if self._closed:
+            return
+        if data:
+            self._chunks.append(data)
+            self.buffered += len(data)
+        else:
+            self._eofAt = self._streamAt
+        self._pump()
+
+    def _fetchFailed(self, failure) -> None:
+        self.fetching = None
+        # The stream is gone; a later read at this offset opens another.
+        self._streamEnd = -1
+        if self._closed:
+            return
+        if self._waiters:
+            _, _, d = self._waiters.popleft()
+            d.errback(failure)
+        self._pump()
+
+
+def _endStream(stream, left: int) -> None:
+    """
+    Blocking: end a GET's body with C{left} bytes unread: read a short rest
+    so its connection is kept for the next GET, else close it.
+    """
+    try:
+        if 0 < left <= DRAIN_LIMIT:
+            while stream.read(READ_SIZE):
+                pass
+    finally:
+        stream.close()
 
 
 class S3Blobs:
@@ -195,9 +423,30 @@ class S3Blobs:
         The default L{layout}: create C{oci-layout} and an empty
         C{index.json} unless they exist (C{If-None-Match: *}, so a
         repository's real index is never replaced).  Blocking.
+
+        Skipped, without an S3 call, when Redis's catalog (C{repos}) lists
+        the repository: a name is added there only after its layout exists
+        (L{_published} lays out first; the metadata records an index after
+        writing C{index.json}, and C{oci-layout} before a first index; the
+        rebuilds lay out what they add, see L{rebuildBlobsBlocking}), and
+        no layout file is ever deleted.  So only the first blob of a new
+        repository pays the two conditional PUTs, not the first of every
+        instance.
         """
         if name in self._layouts:
             return
+        if self.redis.redis.sismember(self.redis.key("repos"), name):
+            self._layouts.add(name)
+            return
+        self.writeLayoutBlocking(name)
+        self._layouts.add(name)
+
+    def writeLayoutBlocking(self, name: str) -> None:
+        """
+        Blocking: the two conditional PUTs of L{ensureLayoutBlocking},
+        unconditionally of Redis (for a rebuild, before it adds C{name} to
+        C{repos}).
+        """
         for key, data in (
             (self.repoKey(name, "oci-layout"), _LAYOUT),
             (self.repoKey(name, "index.json"), _EMPTY_INDEX),
@@ -206,7 +455,6 @@ class S3Blobs:
                 self.objects.blocking.put(key, data, ifNoneMatch=True)
             except PreconditionFailed:
                 pass
-        self._layouts.add(name)
 
     def _published(self, name: str, digest: str, size: int, uploadID: str | None = None):
         """
@@ -227,7 +475,10 @@ class S3Blobs:
         Restore Redis's record of the blobs repository C{name} holds from
         a listing of its C{blobs/} keys (for the rebuild after Redis lost
         its data).  Keys that are not C{blobs/<alg>/<hex>} of a valid digest
-        are skipped.  Blocking.
+        are skipped.  The layout files are written (unless they exist)
+        before the name goes into C{repos}: a blob copied before a crash
+        may be all a repository has, and L{ensureLayoutBlocking} trusts
+        C{repos}.  Blocking.
 
         @param objects: L{zotwist.storage.s3.objects.ObjectInfo}s.
         @return: how many blobs were recorded.
@@ -245,6 +496,7 @@ class S3Blobs:
                 continue
             found[digest] = info.size
         if found:
+            self.writeLayoutBlocking(name)
             pipe = self.redis.redis.pipeline(transaction=False)
             pipe.hset(self.blobsKey(name), mapping=found)
             for digest in found:
