@@ -159,6 +159,11 @@ async def rebuild(store, held=None) -> dict:
             found = None
             if name in withIndex:
                 found = await store.objects.getWithETag(layout.indexKey(name))
+            else:
+                # Blobs but no index.json (a crash between a blob's copy and
+                # the layout): lay it out before Redis lists the repository,
+                # since a listed repository is taken as laid out.
+                await store.objects.runner.run(store.blobs.writeLayoutBlocking, name)
             await redis.run(_restore, redis, name, blobs, found)
         progress["done"] += 1
         now = time.monotonic()
