@@ -22,6 +22,7 @@ from zotwist.storage.gc import GarbageCollectionService
 from zotwist.storage.local import LocalStore
 from zotwist.storage.s3.gc import S3GarbageCollector
 from zotwist.storage.s3.store import S3Store
+from zotwist.storage.scrub import ScrubService
 from zotwist.tap import makeServiceFromConfig
 
 
@@ -127,12 +128,24 @@ class S3WiringTests(SynchronousTestCase):
         self.assertFalse([s for s in services if isinstance(s, (LeaderLease, LeaderOnly))])
         self.assertFalse([s for s in services if isinstance(s, GarbageCollectionService)])
 
-    def test_noScrubOnS3(self):
+    def test_scrubOnS3(self):
         """
-        Scrub reads local files: on S3 it is not started.
+        On S3 the scrub is the S3 one, on the store, bound to the leader
+        lease; without C{extensions.scrub} there is none.
         """
-        services = _services(self.build(extensions={"scrub": {"enable": True}}))
-        self.assertFalse([s for s in services if type(s).__name__ == "ScrubService"])
+        from zotwist.storage.s3.scrub import S3ScrubService
+
+        top = self.build(extensions={"scrub": {"enable": True}})
+        services = _services(top)
+        scrubs = [s for s in services if isinstance(s, ScrubService)]
+        self.assertEqual([type(s) for s in scrubs], [S3ScrubService])
+        self.assertIs(scrubs[0].store, top.getServiceNamed("store").store)
+        leases = [s for s in services if isinstance(s, LeaderLease)]
+        self.assertEqual(len(leases), 1)
+        self.assertIs(scrubs[0].lease, leases[0])
+        self.assertFalse(
+            [s for s in _services(self.build()) if isinstance(s, ScrubService)]
+        )
 
     def test_localStaysDefault(self):
         """

@@ -17,8 +17,9 @@ the other, so the HTTP port drains before the thread pool stops):
   - C{gc} (C{storage.gc}): L{zotwist.storage.gc.GarbageCollectionService},
     and C{gc /prefix} per C{storage.subPaths} entry with C{gc};
     C{threads-scrub} and C{scrub} (and C{scrub /prefix}) (C{extensions.scrub}):
-    L{zotwist.storage.scrub.ScrubService}; on S3 instead the leader lease
-    and the GC under L{zotwist.coordination.lease.LeaderOnly}, no scrub
+    L{zotwist.storage.scrub.ScrubService}; on S3 instead the leader lease,
+    the GC under L{zotwist.coordination.lease.LeaderOnly} and the scrub
+    (L{zotwist.storage.s3.scrub.S3ScrubService}, checking the lease)
     (L{_addClusterLifecycleServices});
   - C{ops}: L{zotwist.ops.wiring.OperationsService}, holding what the
     site's operational endpoints use (health checks, metrics);
@@ -301,15 +302,17 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
     in Redis (L{zotwist.coordination.lease}); another instance takes the
     lease, and the work, when the leader dies.  GC runs under
     L{LeaderOnly}, started when this instance gains the lease and stopped
-    when it loses it.  Scrub reads blob files on the local disk and does
-    not support S3: it is left out, and the log says so.  Extra workers
+    when it loses it.  Scrub (L{zotwist.storage.s3.scrub}) runs on every
+    instance's timer but checks the lease each round and between
+    repositories, so only the leader's rounds do any work.  Extra workers
     (C{http.workers}) are instances like any other but do not compete for
     the lease: their first process does.
 
-    @return: the services added (L{LeaderOnly} wrappers).
+    @return: the services added (L{LeaderOnly} wrappers, the scrub).
     """
     from zotwist.coordination.lease import LeaderOnly
     from zotwist.storage.s3.gc import S3GarbageCollector
+    from zotwist.storage.s3.scrub import S3ScrubService
 
     added = []
     storage = config.storage
@@ -319,14 +322,21 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
         store.touchAfter = storage.gcDelay / 2
     if isWorker:
         return added
-    if scrub is not None and scrub.enable:
-        _log.warn(
-            "extensions.scrub: not supported on the s3 storageDriver yet; no scrub runs"
-        )
-    if not storage.gc:
+    scrubbing = scrub is not None and scrub.enable
+    if not storage.gc and not scrubbing:
         return added
     lease = store.leaderLease()
     lease.setServiceParent(top)
+    if scrubbing:
+        scrubRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=1, name="scrub")
+        scrubRunner.setServiceParent(top)
+        scrubService = S3ScrubService(
+            store, scrubRunner, scrub.interval, lease=lease, reactor=reactor
+        )
+        scrubService.setServiceParent(top)
+        added.append(scrubService)
+    if not storage.gc:
+        return added
     # The collector checks the lease itself too, between repositories.
     collector = S3GarbageCollector(store, storage.gcDelay, lease=lease)
     gc = LeaderOnly(
