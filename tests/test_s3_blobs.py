@@ -1051,8 +1051,8 @@ class ReaderTests(S3BlobsTestCase):
         self.assertGreater(reader.buffered, 0)
         # Inside the buffer (skipping some of it): no GET.
         count = len(opened)
-        skip = 3 * MiB + 3 + 1000
-        self.assertTrue(await reader.read(skip, 10) == data[skip : skip + 10])
+        offset = 3 * MiB + 3 + 1000
+        self.assertTrue(await reader.read(offset, 10) == data[offset : offset + 10])
         self.assertEqual(len(opened), count)
         # Far ahead, beyond the buffer.
         far = 20 * MiB + 1
