@@ -29,7 +29,6 @@ import re
 import shutil
 import time
 import uuid
-from collections import OrderedDict
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -44,6 +43,7 @@ from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock, sharedFileLock
+from zotwist.storage.lru import LRU
 from zotwist.storage.tagtimes import TagTimes
 from zotwist.storage.writers import (
     AppendWriter,
@@ -66,35 +66,6 @@ _SCAN_PROGRESS_INTERVAL = 1.0
 _SYNC_JOURNAL_READ = 64 * 1024
 #: Directories inside a repository that are not nested repositories.
 _NOT_REPOSITORIES = frozenset({"blobs", ".uploads"})
-
-
-class _LRU:
-    """
-    A small least-recently-used cache bounded by a total weight.
-    """
-
-    def __init__(self, maxWeight: int):
-        self._data: OrderedDict = OrderedDict()
-        self._weight = 0
-        self._maxWeight = maxWeight
-
-    def get(self, key):
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-            return value[0]
-        return None
-
-    def put(self, key, value, weight: int = 1) -> None:
-        if key in self._data:
-            self._weight -= self._data.pop(key)[1]
-        if weight > self._maxWeight:
-            return
-        self._data[key] = (value, weight)
-        self._weight += weight
-        while self._weight > self._maxWeight:
-            _, (_, w) = self._data.popitem(last=False)
-            self._weight -= w
 
 
 @implementer(IBlobReader)
@@ -240,8 +211,8 @@ class LocalStore:
         self._repositorySet: set[str] = set()
         self._indexes: dict[str, RepositoryIndex] = {}
         self._sessions: dict[tuple[str, str], SessionState] = {}
-        self._manifestBodies = _LRU(64 * 1024 * 1024)
-        self._manifestInfos = _LRU(20000)
+        self._manifestBodies = LRU(64 * 1024 * 1024)
+        self._manifestInfos = LRU(20000)
         self._layouts: set[str] = set()
         self._writerEntries: dict[str, tuple] = {}
         self._indexReloads: dict[str, list] = {}

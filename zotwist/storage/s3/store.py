@@ -21,7 +21,6 @@ the object's C{LastModified} as its age.
 """
 
 import time
-from collections import OrderedDict
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -35,6 +34,7 @@ from zotwist.errors import ManifestBlobsUnknown, RegistryError
 from zotwist.manifests import ManifestInfo, parseManifest
 from zotwist.storage.index import RepositoryIndex
 from zotwist.storage.interfaces import IRegistryStore
+from zotwist.storage.lru import LRU
 from zotwist.storage.s3.metadata import (
     BYTES_MISSING,
     IndexWriteRefused,
@@ -51,35 +51,6 @@ LOCK_TTL = 10.0
 LOCK_WAIT = 60.0
 #: The leader lease's lifetime (renewed every third of it).
 LEASE_TTL = 15.0
-
-
-class _LRU:
-    """
-    A small least-recently-used cache bounded by a total weight.
-    """
-
-    def __init__(self, maxWeight: int):
-        self._data: OrderedDict = OrderedDict()
-        self._weight = 0
-        self._maxWeight = maxWeight
-
-    def get(self, key):
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-            return value[0]
-        return None
-
-    def put(self, key, value, weight: int = 1) -> None:
-        if key in self._data:
-            self._weight -= self._data.pop(key)[1]
-        if weight > self._maxWeight:
-            return
-        self._data[key] = (value, weight)
-        self._weight += weight
-        while self._weight > self._maxWeight:
-            _, (_, w) = self._data.popitem(last=False)
-            self._weight -= w
 
 
 def _folded(document: dict | None, name: str, default=None):
@@ -149,8 +120,8 @@ class S3Store:
         self.metadata = RepositoryMetadata(
             redis, objects, self.locks, self.layout, preconditionFailed
         )
-        self._manifestBodies = _LRU(64 * 1024 * 1024)
-        self._manifestInfos = _LRU(20000)
+        self._manifestBodies = LRU(64 * 1024 * 1024)
+        self._manifestInfos = LRU(20000)
         #: Thread pools this store made and starts and stops.
         self._ownedRunners: list = []
         self._touched: dict[tuple, float] = {}
