@@ -323,19 +323,15 @@ class ScrubService(Service):
         started = time.monotonic()
         throttle = _Throttle(self.rate, stopped=lambda: self._stopping)
         problems = []
+        if not self._mayGoOn():
+            return problems
         for name in await self.store.catalog():
-            if self._stopping:
+            if not self._mayGoOn():
                 return problems
             try:
-                found = await self.runner.run(
-                    scrubRepositoryBlocking, self.store.root, name, throttle
-                )
+                found = await self._scrubRepository(name, throttle)
             except _Stopped:
                 return problems
-            for problem in found:
-                _log.error("Scrub: {problem}", problem=str(problem))
-                if problem.kind == "corrupt-blob":
-                    await self._forgetCopies(problem.digest)
             problems += found
         self.problems = problems
         self.rounds += 1
@@ -346,6 +342,25 @@ class ScrubService(Service):
         if self.onProblems is not None:
             self.onProblems(problems)
         return problems
+
+    def _mayGoOn(self) -> bool:
+        """
+        Whether the round may start, or go on to the next repository.
+        """
+        return not self._stopping
+
+    async def _scrubRepository(self, name: str, throttle) -> list[Problem]:
+        """
+        Check repository C{name}, putting what is corrupt out of service.
+
+        @raise _Stopped: the service is stopping.
+        """
+        found = await self.runner.run(scrubRepositoryBlocking, self.store.root, name, throttle)
+        for problem in found:
+            _log.error("Scrub: {problem}", problem=str(problem))
+            if problem.kind == "corrupt-blob":
+                await self._forgetCopies(problem.digest)
+        return found
 
     async def _forgetCopies(self, digest: str) -> None:
         """

@@ -11,12 +11,11 @@ object is moved aside to C{<repo>/.corrupt/<alg>/<hex>} for inspection.
 """
 
 import hashlib
-import time
 
 from twisted.logger import Logger
 
 from zotwist import oci
-from zotwist.storage.scrub import Problem, ScrubService, _Stopped, _Throttle
+from zotwist.storage.scrub import Problem, ScrubService
 
 _log = Logger()
 
@@ -94,41 +93,21 @@ class S3ScrubService(ScrubService):
         super().__init__(store, runner, interval, **kwargs)
         self.lease = lease
 
-    def _leading(self) -> bool:
-        return self.lease is None or self.lease.isLeader()
+    def _mayGoOn(self) -> bool:
+        return super()._mayGoOn() and (self.lease is None or self.lease.isLeader())
 
-    async def scrubOnce(self) -> list[Problem]:
-        if not self._leading():
-            return []
-        started = time.monotonic()
-        throttle = _Throttle(self.rate, stopped=lambda: self._stopping)
-        problems = []
+    async def _scrubRepository(self, name: str, throttle) -> list[Problem]:
         store = self.store
-        for name in await store.catalog():
-            if self._stopping or not self._leading():
-                return problems
-            sizes = await store.redis.run(
-                lambda r, key=store.blobs.blobsKey(name): r.hgetall(key)
+        sizes = await store.redis.run(lambda r, key=store.blobs.blobsKey(name): r.hgetall(key))
+        problems = []
+        for digest, size in sorted(sizes.items()):
+            digest = digest.decode() if isinstance(digest, bytes) else digest
+            problem = await self.runner.run(
+                checkBlobBlocking, store, name, digest, int(size), throttle
             )
-            for digest, size in sorted(sizes.items()):
-                digest = digest.decode() if isinstance(digest, bytes) else digest
-                try:
-                    problem = await self.runner.run(
-                        checkBlobBlocking, store, name, digest, int(size), throttle
-                    )
-                except _Stopped:
-                    return problems
-                if problem is None:
-                    continue
-                _log.error("Scrub: {problem}", problem=str(problem))
-                await self.runner.run(quarantineBlocking, store, name, digest)
-                problems.append(problem)
-        self.problems = problems
-        self.rounds += 1
-        _log.info(
-            "Scrub checked the S3 storage in {seconds:.1f} s: {count} problems",
-            seconds=time.monotonic() - started, count=len(problems),
-        )
-        if self.onProblems is not None:
-            self.onProblems(problems)
+            if problem is None:
+                continue
+            _log.error("Scrub: {problem}", problem=str(problem))
+            await self.runner.run(quarantineBlocking, store, name, digest)
+            problems.append(problem)
         return problems
