@@ -22,7 +22,7 @@ Twisted's plugin directory without shadowing Twisted itself.
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,6 +46,19 @@ def _longDescription() -> str:
     return readme.read_text(encoding="utf-8") if readme.exists() else ""
 
 
+#: The multi-buffer SHA-256 kernel: a plain C library loaded with ctypes
+#: (zotwist/sha256mb/kernel.py), so it needs no Python headers.  Optional:
+#: without a compiler the install still succeeds and zotwist hashes with
+#: hashlib.  The same flags as zotwist/sha256mb/build.sh (in-place builds).
+SHA256MB = Extension(
+    "zotwist.sha256mb._sha256mb",
+    sources=["zotwist/sha256mb/_sha256mb.c"],
+    depends=["zotwist/sha256mb/_sha256mb_kernel.h"],
+    extra_compile_args=["-O3"],
+    optional=True,
+)
+
+
 setup(
     name="zotwist",
     version=_version(),
@@ -56,6 +69,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["zotwist", "zotwist.*"]) + ["twisted.plugins"],
     include_package_data=False,
+    ext_modules=[SHA256MB],
     install_requires=[
         # Site(parsePOSTFormSubmission=False) needs Twisted 25.5 or newer.
         "twisted>=25.5,<27",

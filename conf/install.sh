@@ -64,8 +64,10 @@ pythonIsUsable() {
     "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
 
-# --- 1. Tools: curl (to check the registry), CA certificates (for pip). ---
-missing=$(missingPackages ca-certificates curl)
+# --- 1. Tools: curl (to check the registry), CA certificates (for pip), a C
+# compiler (pip builds the multi-buffer SHA-256 kernel; without it zotwist
+# falls back to hashlib, slower on concurrent pushes). ---
+missing=$(missingPackages ca-certificates curl gcc libc6-dev)
 if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     aptInstall $missing

@@ -25,7 +25,9 @@ export DEBIAN_FRONTEND=noninteractive
 # redis-server, both started by tests/clustersupport.py on 127.0.0.1.
 # haproxy: the cluster tests put three zotwist instances behind a round-robin
 # balancer (tests/lbsupport.py).
-TEST_PACKAGES="ca-certificates skopeo umoci slapd ldap-utils ceph-mon ceph-osd radosgw ceph-common redis-server haproxy"
+# gcc and libc6-dev: the multi-buffer SHA-256 kernel (zotwist/sha256mb) is
+# built in place before the tests, which require it.
+TEST_PACKAGES="gcc libc6-dev ca-certificates skopeo umoci slapd ldap-utils ceph-mon ceph-osd radosgw ceph-common redis-server haproxy"
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ZOTWIST_TEST_VENV:-/opt/zotwist-test}
@@ -109,7 +111,11 @@ if [ "${ZOTWIST_REINSTALL:-0}" != 0 ] || [ "$(cat "$STAMP_FILE" 2>/dev/null)" !=
     printf '%s\n' "$stamp" >"$STAMP_FILE"
 fi
 
-# --- 4. The tests. ---
+# --- 4. The multi-buffer SHA-256 kernel, built in place: the tests import
+# zotwist from the checkout, and tests.test_sha256mb fails without it. ---
+bash "$SRC/zotwist/sha256mb/build.sh" "$VENV/bin/python"
+
+# --- 5. The tests. ---
 cd "$SRC"
 LOG=$(mktemp)
 jobsArg=()

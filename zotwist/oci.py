@@ -8,9 +8,16 @@ before any name reaches the filesystem.
 """
 
 import hashlib
+import os
 import re
+import threading
 
+from twisted.logger import Logger
+
+from zotwist import sha256mb
 from zotwist.errors import RegistryError
+
+_log = Logger()
 
 #: The spec's repository-name grammar, one path component at a time.
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*\Z")
@@ -137,10 +144,40 @@ def validateAlgorithm(algorithm: str) -> str:
     return algorithm
 
 
+_sha256Lock = threading.Lock()
+_sha256 = None
+
+
+def _sha256Factory():
+    """
+    Decide once how uploads are hashed with SHA-256, and log it: the
+    multi-buffer kernel (L{zotwist.sha256mb}) when it is built and the CPU
+    runs it, unless C{ZOTWIST_SHA256=hashlib} is set (for comparisons);
+    otherwise hashlib.
+    """
+    global _sha256
+    if _sha256 is None:
+        with _sha256Lock:
+            if _sha256 is None:
+                if os.environ.get("ZOTWIST_SHA256") == "hashlib":
+                    how, factory = "hashlib (ZOTWIST_SHA256=hashlib)", hashlib.sha256
+                elif sha256mb.available():
+                    how, factory = sha256mb.describe(), sha256mb.new
+                else:
+                    how, factory = sha256mb.describe(), hashlib.sha256
+                _log.info("SHA-256 of uploads: {how}", how=how)
+                _sha256 = factory
+    return _sha256
+
+
 def newHasher(algorithm: str):
     """
-    @return: a fresh hashlib object for C{algorithm}.
+    @return: a fresh hasher for C{algorithm} with hashlib's surface: the
+        multi-buffer one for SHA-256 when available (see L{_sha256Factory}),
+        else a hashlib object.
     """
+    if algorithm == "sha256":
+        return _sha256Factory()()
     return ALGORITHMS[algorithm][0]()
 
 

@@ -4,8 +4,10 @@ Upload writers: request bodies streamed to disk, hashed on the way.
 
 Twisted hands a request body to C{request.content.write} chunk by chunk as it
 arrives.  A writer queues those chunks and lets one blocking batch at a time
-run in the disk thread pool: C{os.writev} then C{hasher.update} for each chunk
-(both release the GIL, so hashing uses the second core).  When more than
+run in the disk thread pool: C{os.writev}, then the whole batch goes to the
+hasher in one call (both release the GIL, so hashing uses the second core;
+the multi-buffer SHA-256 of L{zotwist.sha256mb} hashes the batches of
+concurrent uploads together).  When more than
 L{HIGH_WATER} bytes wait, it pauses the network transport; below
 L{LOW_WATER} it resumes it.  So a blob never sits whole in memory, whatever
 its size, and a slow disk slows the client rather than growing the server.
@@ -24,6 +26,7 @@ from zope.interface import implementer
 
 from zotwist import oci
 from zotwist.errors import RegistryError
+from zotwist.sha256mb import hashChunks
 from zotwist.storage.interfaces import IUploadWriter
 
 #: Bytes queued per upload above which the socket is no longer read, and
@@ -176,9 +179,8 @@ class QueuedWriter:
             if remaining and written:
                 remaining = [remaining[0][written:]] + remaining[1:]
         if self.state is not None:
-            for chunk in chunks:
-                self.state.hasher.update(chunk)
-                self.state.hashedSize += len(chunk)
+            hashChunks(self.state.hasher, chunks)
+            self.state.hashedSize += sum(map(len, chunks))
 
     def _beforeBatch(self, fd: int) -> None:
         """

@@ -1,0 +1,480 @@
+"""
+Tests for L{zotwist.sha256mb}: the multi-buffer SHA-256 kernel, the mill
+that shares its calls between threads, and the hashlib-like stream object.
+
+A wrong digest would refuse every push, so every path is compared with
+hashlib: both kernels (AVX2 and AVX-512VL, when the CPU runs them), with and
+without OpenSSL's single-lane path, through odd lengths, odd chunkings and
+many threads at once.  The library must be built (tests/run.sh builds it):
+these tests fail, not skip, when it is missing.
+"""
+
+import hashlib
+import os
+import random
+import struct
+import threading
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from zotwist import oci, sha256mb
+from zotwist.sha256mb import kernel as kernelModule
+from zotwist.sha256mb.kernel import (
+    AVX2,
+    AVX512,
+    INITIAL_STATE,
+    Kernel,
+    Lane,
+    LaneArray,
+    Segment,
+    State,
+    libraryPath,
+)
+from zotwist.sha256mb.mill import Mill
+from zotwist.sha256mb.stream import Sha256
+from zotwist.storage.writers import SessionState, hashFile
+
+#: The lengths around SHA-256's padding boundaries.
+EDGE_LENGTHS = (0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 191, 192, 1000)
+
+
+def _bestKernel() -> int:
+    path = libraryPath()
+    if path is None:
+        raise AssertionError("the kernel library is not built (run zotwist/sha256mb/build.sh)")
+    return Kernel(path).best
+
+
+def _chunked(data: bytes, rng: random.Random, largest: int) -> list[bytes]:
+    """
+    @return: C{data} cut at random places into pieces of 0 to C{largest}
+        bytes (empty pieces included).
+    """
+    pieces = []
+    offset = 0
+    while offset < len(data):
+        size = rng.randint(0, largest)
+        pieces.append(data[offset : offset + size])
+        offset += size
+    return pieces
+
+
+class AvailabilityTests(SynchronousTestCase):
+    """
+    The library is built and used on this machine.
+    """
+
+    def test_built(self):
+        """
+        The library is next to its source, it loads, and this CPU runs at
+        least the AVX2 kernel (the machines zotwist is tested on all do).
+        """
+        self.assertIsNotNone(libraryPath())
+        self.assertTrue(sha256mb.available())
+        self.assertIn(_bestKernel(), (AVX2, AVX512))
+        self.assertIn(sha256mb.defaultMill().kernel.name, sha256mb.describe())
+
+    def test_newHasher(self):
+        """
+        L{oci.newHasher} gives the multi-buffer hasher for SHA-256 and hashlib
+        for SHA-512.
+        """
+        self.assertIsInstance(oci.newHasher("sha256"), Sha256)
+        self.assertEqual(oci.newHasher("sha512").name, "sha512")
+
+    def test_unavailable(self):
+        """
+        Without a built library L{kernel.loadKernel} gives C{None} (zotwist
+        then uses hashlib), and asking for a kernel the CPU cannot run fails.
+        """
+        self.patch(kernelModule, "libraryPath", lambda: None)
+        self.assertIsNone(kernelModule.loadKernel())
+        self.assertRaises(OSError, Kernel, libraryPath(), 99)
+
+    def test_hashChunks(self):
+        """
+        L{sha256mb.hashChunks} feeds a hashlib object chunk by chunk too.
+        """
+        hasher = hashlib.sha256()
+        sha256mb.hashChunks(hasher, [b"ab", b"", b"c"])
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(b"abc").hexdigest())
+
+
+class KernelTests(SynchronousTestCase):
+    """
+    L{Kernel.run} itself: lanes of different lengths, several segments per
+    lane (empty ones included), a block budget per call.
+    """
+
+    kernel = AVX2
+
+    def setUp(self):
+        if self.kernel > _bestKernel():
+            raise AssertionError("this CPU cannot run the kernel under test")
+        self.library = Kernel(libraryPath(), self.kernel, single=False)
+
+    def _padded(self, message: bytes) -> bytes:
+        return (
+            message
+            + b"\x80"
+            + b"\0" * ((55 - len(message)) % 64)
+            + struct.pack(">Q", 8 * len(message))
+        )
+
+    def _check(self, messages: list[bytes], maxBlocks: int, rng: random.Random) -> None:
+        lanes = LaneArray()
+        keep = []
+        for i, message in enumerate(messages):
+            padded = self._padded(message)
+            # Cut the padded message into segments at block boundaries, with
+            # a random byte offset into a bigger buffer and empty segments.
+            segments = []
+            offset = 0
+            while offset < len(padded):
+                blocks = rng.randint(0, 5)
+                skip = rng.randint(0, 7)
+                piece = padded[offset : offset + 64 * blocks]
+                segments.append((os.urandom(skip) + piece + os.urandom(3), skip, len(piece) // 64))
+                offset += len(piece)
+            array = (Segment * len(segments))(*segments)
+            state = State(*INITIAL_STATE)
+            lane = Lane(state, array, len(segments), 0, 0)
+            keep.append((state, array, lane))
+            lanes[i] = kernelModule.ctypes.pointer(lane)
+        calls = 0
+        while any(lane.index < lane.count for _, _, lane in keep):
+            self.library.run(lanes, len(messages), maxBlocks)
+            calls += 1
+            self.assertLess(calls, 10000)
+        for message, (state, _, _) in zip(messages, keep):
+            self.assertEqual(struct.pack(">8I", *state), hashlib.sha256(message).digest())
+
+    def test_lanes(self):
+        """
+        Up to eight lanes of different lengths, in one call or in many small
+        ones, each give hashlib's digest.
+        """
+        rng = random.Random(1)
+        for count in (1, 2, 3, 7, 8):
+            for maxBlocks in (0, 1, 3, 64):
+                messages = [os.urandom(rng.choice(EDGE_LENGTHS + (5000,))) for _ in range(count)]
+                self._check(messages, maxBlocks, rng)
+
+    def test_idleLanes(self):
+        """
+        A lane with nothing to do (zero segments) keeps its state.
+        """
+        lanes = LaneArray()
+        state = State(*INITIAL_STATE)
+        lane = Lane(state, (Segment * 1)(), 0, 0, 0)
+        lanes[0] = kernelModule.ctypes.pointer(lane)
+        other = State(*INITIAL_STATE)
+        data = self._padded(b"abc")
+        busy = Lane(other, (Segment * 1)((data, 0, 1)), 1, 0, 0)
+        lanes[1] = kernelModule.ctypes.pointer(busy)
+        self.library.run(lanes, 2)
+        self.assertEqual(tuple(state), INITIAL_STATE)
+        self.assertEqual(
+            struct.pack(">8I", *other).hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
+
+    def test_tooManyLanes(self):
+        """
+        More than eight lanes is refused rather than overrunning.
+        """
+        self.assertRaises(RuntimeError, self.library.run, LaneArray(), 9)
+
+
+class Avx512KernelTests(KernelTests):
+    kernel = AVX512
+
+
+class StreamTests(SynchronousTestCase):
+    """
+    L{Sha256} against hashlib, through one kernel and one single-lane mode.
+    """
+
+    kernel = AVX2
+    single = False
+    quantum = 4096
+
+    def setUp(self):
+        if self.kernel > _bestKernel():
+            raise AssertionError("this CPU cannot run the kernel under test")
+        library = Kernel(libraryPath(), self.kernel, self.single)
+        if self.single:
+            self.assertIsNotNone(library.single)
+        self.mill = Mill(library, quantum=self.quantum)
+
+    def new(self, data=b""):
+        return Sha256(self.mill, data)
+
+    def test_knownAnswers(self):
+        """
+        FIPS 180-2's examples.
+        """
+        self.assertEqual(
+            self.new(b"abc").hexdigest(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
+        self.assertEqual(
+            self.new().hexdigest(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        )
+        self.assertEqual(
+            self.new(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq").hexdigest(),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+        )
+
+    def test_edgeLengths(self):
+        """
+        Lengths around the padding boundaries, in one update, byte by byte,
+        and split in two at every place.
+        """
+        for length in EDGE_LENGTHS:
+            data = os.urandom(length)
+            expected = hashlib.sha256(data).hexdigest()
+            self.assertEqual(self.new(data).hexdigest(), expected, length)
+            hasher = self.new()
+            for i in range(length):
+                hasher.update(data[i : i + 1])
+            self.assertEqual(hasher.hexdigest(), expected, length)
+            for cut in range(0, length + 1, 7):
+                hasher = self.new(data[:cut])
+                hasher.update(data[cut:])
+                self.assertEqual(hasher.hexdigest(), expected, (length, cut))
+
+    def test_randomChunkings(self):
+        """
+        Random lengths up to a few MB, cut into random chunks, fed with
+        C{update} and with C{updateAll}.
+        """
+        rng = random.Random(2)
+        for _ in range(6):
+            data = os.urandom(rng.randint(0, 3 * 1024 * 1024))
+            expected = hashlib.sha256(data).hexdigest()
+            largest = rng.choice((100, 5000, 300000))
+            pieces = _chunked(data, rng, largest)
+            hasher = self.new()
+            for piece in pieces:
+                hasher.update(piece)
+            self.assertEqual(hasher.hexdigest(), expected)
+            hasher = self.new()
+            for start in range(0, len(pieces), 5):
+                hasher.updateAll(pieces[start : start + 5])
+            self.assertEqual(hasher.hexdigest(), expected)
+
+    def test_bytesLike(self):
+        """
+        bytearray and memoryview data hash like bytes.
+        """
+        data = os.urandom(1000)
+        hasher = self.new(bytearray(data[:300]))
+        hasher.update(memoryview(data)[300:])
+        self.assertEqual(hasher.digest(), hashlib.sha256(data).digest())
+
+    def test_digestThenUpdate(self):
+        """
+        Taking a digest does not change the state: more data may follow.
+        """
+        data = os.urandom(200)
+        hasher = self.new(data[:70])
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(data[:70]).hexdigest())
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(data[:70]).hexdigest())
+        hasher.update(data[70:])
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(data).hexdigest())
+
+    def test_copy(self):
+        """
+        A copy goes on independently of the original.
+        """
+        data = os.urandom(300)
+        hasher = self.new(data[:100])
+        other = hasher.copy()
+        hasher.update(data[100:])
+        other.update(b"x")
+        self.assertEqual(hasher.hexdigest(), hashlib.sha256(data).hexdigest())
+        self.assertEqual(other.hexdigest(), hashlib.sha256(data[:100] + b"x").hexdigest())
+
+    def test_surface(self):
+        """
+        The attributes zotwist and hashlib users read.
+        """
+        hasher = self.new()
+        self.assertEqual((hasher.name, hasher.digest_size, hasher.block_size), ("sha256", 32, 64))
+        self.assertEqual(len(hasher.digest()), 32)
+
+    def test_concurrentStreams(self):
+        """
+        More streams than lanes, each in its own thread with random chunk
+        sizes and chunk counts per call, all hashed right; the mill ran
+        rounds with several lanes at once.
+        """
+        rng = random.Random(3)
+        streams = 12
+        inputs = [os.urandom(rng.randint(0, 600000)) for _ in range(streams)]
+        plans = [
+            _chunked(data, random.Random(i), rng.choice((64, 999, 70000)))
+            for i, data in enumerate(inputs)
+        ]
+        results: dict[int, str] = {}
+        errors = []
+        barrier = threading.Barrier(streams)
+
+        def work(i):
+            try:
+                hasher = self.new()
+                barrier.wait()
+                pieces = plans[i]
+                local = random.Random(i)
+                start = 0
+                while start < len(pieces):
+                    step = local.randint(1, 4)
+                    hasher.updateAll(pieces[start : start + step])
+                    start += step
+                results[i] = hasher.hexdigest()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(
+            results, {i: hashlib.sha256(data).hexdigest() for i, data in enumerate(inputs)}
+        )
+
+    def test_batching(self):
+        """
+        Streams that arrive while a round runs are hashed together in the
+        next one, in one kernel call.
+        """
+        real = self.mill.kernel.run
+        self.mill.kernel.single = None
+        counts = []
+
+        def recording(lanes, count, maxBlocks=0):
+            if not counts:
+                # Hold the first round until three more streams wait.
+                for _ in range(10000):
+                    if len(self.mill._queue) >= 3:
+                        break
+                    threading.Event().wait(0.001)
+            counts.append(count)
+            real(lanes, count, maxBlocks)
+
+        self.mill.kernel.run = recording
+        # The first stream outlasts its first round, whatever the quantum.
+        inputs = [os.urandom(600000)] + [os.urandom(50000 + i) for i in range(3)]
+        results = {}
+
+        def work(i):
+            results[i] = self.new(inputs[i]).hexdigest()
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        threads[0].start()
+        while not counts and len(self.mill._queue) + len(self.mill._active) == 0:
+            threading.Event().wait(0.001)
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(
+            results, {i: hashlib.sha256(data).hexdigest() for i, data in enumerate(inputs)}
+        )
+        self.assertEqual(counts[0], 1)
+        self.assertEqual(max(counts), 4)
+
+    def test_kernelFailure(self):
+        """
+        When the kernel fails, the leader and every waiting thread get the
+        error (none hangs), and the mill works again afterwards.
+        """
+        real = self.mill.kernel.run
+        self.mill.kernel.single = None
+        started = threading.Event()
+        release = threading.Event()
+
+        def failing(lanes, count, maxBlocks=0):
+            started.set()
+            release.wait(10)
+            raise RuntimeError("boom")
+
+        self.mill.kernel.run = failing
+        errors = []
+
+        def work():
+            try:
+                self.new(os.urandom(100000))
+            except RuntimeError as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        threads[0].start()
+        started.wait(10)
+        for thread in threads[1:]:
+            thread.start()
+        # The followers queue up behind the stuck leader before it fails.
+        for _ in range(10000):
+            if len(self.mill._queue) >= 2:
+                break
+            threading.Event().wait(0.001)
+        release.set()
+        for thread in threads:
+            thread.join(10)
+            self.assertFalse(thread.is_alive())
+        self.assertEqual([str(error) for error in errors], ["boom"] * 3)
+        self.mill.kernel.run = real
+        self.assertEqual(self.new(b"abc").digest(), hashlib.sha256(b"abc").digest())
+
+
+class StreamSingleTests(StreamTests):
+    single = True
+
+
+class StreamAvx512Tests(StreamTests):
+    kernel = AVX512
+
+
+class StreamAvx512SingleTests(StreamTests):
+    kernel = AVX512
+    single = True
+    quantum = 256 * 1024
+
+
+class WritersTests(SynchronousTestCase):
+    """
+    The upload code's blocking helpers on the multi-buffer hasher.
+    """
+
+    def test_hashFile(self):
+        """
+        L{hashFile} gives hashlib's digest of a file of several reads.
+        """
+        path = self.mktemp()
+        data = os.urandom(2 * 1024 * 1024 + 77)
+        with open(path, "wb") as f:
+            f.write(data)
+        self.assertEqual(
+            hashFile(path, "sha256"), ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+        )
+
+    def test_catchUp(self):
+        """
+        L{SessionState.catchUp} hashes what was appended since, in pieces.
+        """
+        path = self.mktemp()
+        data = os.urandom(1500000)
+        with open(path, "wb") as f:
+            f.write(data)
+        state = SessionState.fresh("sha256")
+        self.assertIsInstance(state.hasher, Sha256)
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        state.catchUp(fd, 1000001)
+        self.assertEqual(state.digest(), "sha256:" + hashlib.sha256(data[:1000001]).hexdigest())
+        state.catchUp(fd, len(data))
+        self.assertEqual(state.digest(), "sha256:" + hashlib.sha256(data).hexdigest())
