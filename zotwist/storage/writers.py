@@ -4,13 +4,13 @@ Upload writers: request bodies streamed to disk, hashed on the way.
 
 Twisted hands a request body to C{request.content.write} chunk by chunk as it
 arrives.  A writer queues those chunks and lets one blocking batch at a time
-run in the disk thread pool: C{os.writev}, then the whole batch goes to the
-hasher in one call (both release the GIL, so hashing uses the second core;
-the multi-buffer SHA-256 of L{zotwist.sha256mb} hashes the batches of
-concurrent uploads together).  When more than
-L{HIGH_WATER} bytes wait, it pauses the network transport; below
-L{LOW_WATER} it resumes it.  So a blob never sits whole in memory, whatever
-its size, and a slow disk slows the client rather than growing the server.
+run in the disk thread pool: C{os.writev}, then the whole batch to the hasher
+in one call (both release the GIL, so hashing uses the second core; the
+multi-buffer SHA-256 of L{zotwist.sha256mb} hashes the batches of concurrent
+uploads together).  When more than L{HIGH_WATER} bytes wait, it pauses the
+network transport; below L{LOW_WATER} it resumes it.  So a blob never sits
+whole in memory, whatever its size, and a slow disk slows the client rather
+than growing the server.
 """
 
 import fcntl
