@@ -15,7 +15,9 @@ import random
 import struct
 import threading
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from zotwist import oci, sha256mb
 from zotwist.sha256mb import kernel as kernelModule
@@ -32,7 +34,8 @@ from zotwist.sha256mb.kernel import (
 )
 from zotwist.sha256mb.mill import Mill
 from zotwist.sha256mb.stream import Sha256
-from zotwist.storage.writers import SessionState, hashFile
+from zotwist.storage.writers import FreshWriter, SessionState, hashFile
+from zotwist.threads import ThreadPoolRunner
 
 #: The lengths around SHA-256's padding boundaries.
 EDGE_LENGTHS = (0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 191, 192, 1000)
@@ -206,6 +209,7 @@ class StreamTests(SynchronousTestCase):
         if self.single:
             self.assertIsNotNone(library.single)
         self.mill = Mill(library, quantum=self.quantum)
+        self.addCleanup(self.mill.stop)
 
     def new(self, data=b""):
         return Sha256(self.mill, data)
@@ -347,88 +351,90 @@ class StreamTests(SynchronousTestCase):
             results, {i: hashlib.sha256(data).hexdigest() for i, data in enumerate(inputs)}
         )
 
-    def test_batching(self):
+    def _holdFirstRound(self, until):
         """
-        Streams that arrive while a round runs are hashed together in the
-        next one, in one kernel call.
+        Make the kernel's first round wait until C{until()} is true, and
+        record how many lanes each round carried.
         """
         real = self.mill.kernel.run
         self.mill.kernel.single = None
         counts = []
+        self.firstRound = threading.Event()
 
         def recording(lanes, count, maxBlocks=0):
             if not counts:
-                # Hold the first round until three more streams wait.
+                self.firstRound.set()
                 for _ in range(10000):
-                    if len(self.mill._queue) >= 3:
+                    if until():
                         break
                     threading.Event().wait(0.001)
             counts.append(count)
             real(lanes, count, maxBlocks)
 
         self.mill.kernel.run = recording
+        return counts
+
+    def test_batching(self):
+        """
+        Streams that arrive while a round runs are hashed together in the
+        next one, in one kernel call.
+        """
+        counts = self._holdFirstRound(lambda: len(self.mill._ready) >= 3)
         # The first stream outlasts its first round, whatever the quantum.
         inputs = [os.urandom(600000)] + [os.urandom(50000 + i) for i in range(3)]
-        results = {}
-
-        def work(i):
-            results[i] = self.new(inputs[i]).hexdigest()
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        threads[0].start()
-        while not counts and len(self.mill._queue) + len(self.mill._active) == 0:
-            threading.Event().wait(0.001)
-        for thread in threads[1:]:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        hashers = [self.new(inputs[0])]
+        self.assertTrue(self.firstRound.wait(30))
+        hashers += [self.new(data) for data in inputs[1:]]
         self.assertEqual(
-            results, {i: hashlib.sha256(data).hexdigest() for i, data in enumerate(inputs)}
+            [hasher.hexdigest() for hasher in hashers],
+            [hashlib.sha256(data).hexdigest() for data in inputs],
         )
         self.assertEqual(counts[0], 1)
         self.assertEqual(max(counts), 4)
 
+    def test_depth(self):
+        """
+        An update returns while its batch is still being hashed, but a
+        second one waits for the first: a stream holds at most one batch
+        in the mill besides the caller's.
+        """
+        release = threading.Event()
+        self._holdFirstRound(release.is_set)
+        hasher = self.new()
+        hasher.update(os.urandom(100000))
+        track = hasher._track
+        self.assertEqual(track.outstanding, 1)
+        second = threading.Thread(target=hasher.update, args=(b"y" * 1000,))
+        second.start()
+        for _ in range(10000):
+            if track.outstanding == 2:
+                break
+            threading.Event().wait(0.001)
+        self.assertEqual(track.outstanding, 2)
+        self.assertTrue(second.is_alive())
+        release.set()
+        second.join(30)
+        self.assertFalse(second.is_alive())
+
     def test_kernelFailure(self):
         """
-        When the kernel fails, the leader and every waiting thread get the
-        error (none hangs), and the mill works again afterwards.
+        When the kernel fails, every stream of the failed round gets the
+        error from its digest and its next update, and the mill goes on
+        hashing other streams.
         """
         real = self.mill.kernel.run
         self.mill.kernel.single = None
-        started = threading.Event()
-        release = threading.Event()
 
         def failing(lanes, count, maxBlocks=0):
-            started.set()
-            release.wait(10)
             raise RuntimeError("boom")
 
         self.mill.kernel.run = failing
-        errors = []
-
-        def work():
-            try:
-                self.new(os.urandom(100000))
-            except RuntimeError as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=work) for _ in range(3)]
-        threads[0].start()
-        started.wait(10)
-        for thread in threads[1:]:
-            thread.start()
-        # The followers queue up behind the stuck leader before it fails.
-        for _ in range(10000):
-            if len(self.mill._queue) >= 2:
-                break
-            threading.Event().wait(0.001)
-        release.set()
-        for thread in threads:
-            thread.join(10)
-            self.assertFalse(thread.is_alive())
-        self.assertEqual([str(error) for error in errors], ["boom"] * 3)
+        hashers = [self.new(os.urandom(100000)) for _ in range(3)]
+        for hasher in hashers:
+            self.assertRaises(RuntimeError, hasher.digest)
+            self.assertRaises(RuntimeError, hasher.update, os.urandom(1000))
         self.mill.kernel.run = real
-        self.assertEqual(self.new(b"abc").digest(), hashlib.sha256(b"abc").digest())
+        self.assertEqual(self.new(b"abc" * 100).digest(), hashlib.sha256(b"abc" * 100).digest())
 
 
 class StreamSingleTests(StreamTests):
@@ -478,3 +484,52 @@ class WritersTests(SynchronousTestCase):
         self.assertEqual(state.digest(), "sha256:" + hashlib.sha256(data[:1000001]).hexdigest())
         state.catchUp(fd, len(data))
         self.assertEqual(state.digest(), "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+class WriterFlushTests(TestCase):
+    """
+    L{FreshWriter.flushed} waits for the background hashing, so the digest
+    taken on the reactor thread right after never blocks it.
+    """
+
+    def setUp(self):
+        self.runner = ThreadPoolRunner(reactor, minThreads=1, maxThreads=4, name="mbtest")
+        self.runner.startService()
+        self.addCleanup(self.runner.stopService)
+
+    async def test_flushedWaitsForHashing(self):
+        """
+        While the mill still hashes the last batch, L{flushed} has not fired;
+        once it fires the hasher has nothing pending and the digest is right.
+        """
+        mill = sha256mb.defaultMill()
+        kernel = mill.kernel
+        real = kernel.run
+        release = threading.Event()
+        held = threading.Event()
+
+        def holding(lanes, count, maxBlocks=0):
+            held.set()
+            release.wait(30)
+            real(lanes, count, maxBlocks)
+
+        self.patch(kernel, "single", None)
+        self.patch(kernel, "run", holding)
+        self.addCleanup(release.set)
+        writer = FreshWriter(self.runner, os.path.join(self.mktemp(), "up"), "sha256")
+        self.assertIsInstance(writer.state.hasher, Sha256)
+        data = os.urandom(300000)
+        writer.write(data)
+        d = writer.flushed()
+        while not held.is_set():
+            await deferLater(reactor, 0.005, lambda: None)
+        # The bytes are on disk and the batch is done; the hash is not.
+        while writer.written < len(data):
+            await deferLater(reactor, 0.005, lambda: None)
+        self.assertNoResult(d)
+        self.assertTrue(sha256mb.pending(writer.state.hasher))
+        release.set()
+        self.assertIs(await d, writer)
+        self.assertFalse(sha256mb.pending(writer.state.hasher))
+        self.assertEqual(writer.state.digest(), "sha256:" + hashlib.sha256(data).hexdigest())
+        writer.close()

@@ -10,7 +10,9 @@ calls.  With four uploads one core hashes about as much as four would with
 hashlib, leaving the other core to the network and the disk.
 
 L{new} returns a hashlib-like object when the kernel is built and the CPU
-runs it; L{available} says whether it is.  Otherwise zotwist uses hashlib
+runs it; L{available} says whether it is.  Its updates are hashed in the
+background: L{pending} and L{settle} let a caller wait for them in a thread
+rather than in a digest taken on the reactor thread.  Otherwise zotwist uses hashlib
 (see L{zotwist.oci.newHasher}).
 """
 
@@ -20,7 +22,17 @@ from zotwist.sha256mb.kernel import Kernel, loadKernel
 from zotwist.sha256mb.mill import Mill
 from zotwist.sha256mb.stream import Sha256
 
-__all__ = ["Mill", "Sha256", "available", "defaultMill", "describe", "hashChunks", "new"]
+__all__ = [
+    "Mill",
+    "Sha256",
+    "available",
+    "defaultMill",
+    "describe",
+    "hashChunks",
+    "new",
+    "pending",
+    "settle",
+]
 
 _lock = threading.Lock()
 _mill: Mill | None = None
@@ -81,3 +93,21 @@ def hashChunks(hasher, chunks) -> None:
     else:
         for chunk in chunks:
             hasher.update(chunk)
+
+
+def pending(hasher) -> bool:
+    """
+    @return: whether C{hasher} is still hashing data in the background (a
+        L{Sha256}; never for a hashlib object): its digest would block.
+    """
+    return getattr(hasher, "pending", False)
+
+
+def settle(hasher) -> None:
+    """
+    Block until C{hasher} has hashed all its data (nothing to do for a
+    hashlib object), so that its digest can be taken without blocking.
+    """
+    settle = getattr(hasher, "settle", None)
+    if settle is not None:
+        settle()

@@ -1,17 +1,19 @@
 # -*- test-case-name: tests.test_sha256mb -*-
 """
-The combining scheduler: streams from many threads hashed together.
+The mill: the blocks of many streams hashed together, in the background.
 
-Each upload thread hands its stream's whole blocks to L{Mill.run} and blocks.
-Whichever thread finds no round running becomes the leader: it puts every
-stream with pending work into the kernel's lanes (up to eight at once) and
-hashes them together, a bounded share per lane per round so lanes stay
-evenly busy and a stream that arrives mid-way joins at the next round.  The
-other threads wait for their own stream to be done.  Under load this batches
-by itself, like a group commit: the more uploads run at once, the fuller each
-round.  When the leader's own work is done it hands the leadership to a
-thread still waiting, so no thread hashes for others for long after its own
-request is served.
+An upload thread hands its stream's whole blocks to L{Mill.submit} and goes
+back to its work (writing the next batch to disk) while the mill's thread
+hashes them: every round puts up to eight streams with pending work into
+the kernel's lanes and hashes them together, a bounded share per lane, so
+lanes stay evenly busy and a stream that arrives mid-way joins at the next
+round.  Like C{isa-l}'s multi-buffer hashing, work is submitted and
+collected later (L{Mill.wait}, before a digest) rather than hashed while
+the caller waits: each stream then keeps its lane busy with its next batch
+while the caller prepares the one after, and lanes stay full.
+
+Memory stays bounded: a stream may have one batch queued behind the one
+being hashed; a caller submitting more waits (see L{DEPTH}).
 """
 
 import ctypes
@@ -21,125 +23,172 @@ from collections import deque
 from zotwist.sha256mb.kernel import LANES, Kernel, Lane, LaneArray
 
 #: Bytes per lane per round: small enough that a stream arriving mid-way
-#: soon gets a lane, large enough that a round's Python bookkeeping (a few
-#: microseconds) is nothing next to its hashing (about a millisecond).
+#: soon gets a lane, large enough that a round's Python bookkeeping (tens
+#: of microseconds) is nothing next to its hashing (about a millisecond).
 QUANTUM = 256 * 1024
 
+#: Batches a stream may have submitted and not yet hashed when
+#: L{Mill.submit} returns: the one being hashed, while the caller prepares
+#: the next.  Each holds its chunks (up to the writer's high-water mark).
+DEPTH = 1
 
-class _Job:
+
+class Track:
     """
-    One thread's request: a lane's worth of segments, and the lock its
-    thread sleeps on until the job is done or it is asked to lead.
+    One stream's place in the mill: its queue of lanes (batches) and how
+    many are not hashed yet.  Guarded by the mill's lock.
     """
 
-    __slots__ = ("lane", "pointer", "wake", "done", "error")
+    __slots__ = ("jobs", "current", "outstanding", "scheduled", "error", "changed")
 
-    def __init__(self, lane: Lane):
-        self.lane = lane
-        self.pointer = ctypes.pointer(lane)
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.done = False
+    def __init__(self, lock: threading.Lock):
+        self.jobs: deque[Lane] = deque()
+        self.current: tuple | None = None
+        self.outstanding = 0
+        self.scheduled = False
         self.error: BaseException | None = None
+        self.changed = threading.Condition(lock)
 
 
 class Mill:
     """
-    Hashes lanes from many threads in shared kernel calls.
+    Hashes the lanes of many streams in shared kernel calls, on a thread of
+    its own (a daemon started on first use, idle when there is no work).
 
     @ivar rounds: kernel calls made so far; C{laneRounds}: lanes they
         carried (C{laneRounds / rounds} is the mean batch size).
     """
 
-    def __init__(self, kernel: Kernel, quantum: int = QUANTUM):
+    def __init__(self, kernel: Kernel, quantum: int = QUANTUM, depth: int = DEPTH):
         self.kernel = kernel
         self._blocks = max(1, quantum // 64)
+        self._depth = depth
         self._lock = threading.Lock()
-        self._queue: deque[_Job] = deque()
-        self._active: list[_Job] = []
-        self._leading = False
-        self._lanes = LaneArray()
+        self._work = threading.Condition(self._lock)
+        self._ready: deque[Track] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
         self.rounds = 0
         self.laneRounds = 0
 
-    def run(self, lane: Lane) -> None:
+    def track(self) -> Track:
         """
-        Hash all of C{lane}'s segments into its state.  Blocking; one call at
-        a time per stream (as with any hasher, its updates are ordered).
+        @return: a new stream's place in the mill.
         """
-        job = _Job(lane)
+        return Track(self._lock)
+
+    def submit(self, track: Track, lane: Lane) -> None:
+        """
+        Queue C{lane} (a batch of C{track}'s stream, hashed after its earlier
+        ones) and return once at most L{DEPTH} of the stream's batches are
+        left to hash.
+
+        @raise BaseException: the error of an earlier batch of this stream.
+        """
         with self._lock:
-            self._queue.append(job)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            job.wake.acquire()
-        if not job.done:
-            self._lead(job)
-        if job.error is not None:
-            raise job.error
+            if track.error is not None:
+                raise track.error
+            track.jobs.append(lane)
+            track.outstanding += 1
+            if not track.scheduled:
+                track.scheduled = True
+                self._ready.append(track)
+                self._work.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="zotwist-sha256mb", daemon=True
+                )
+                self._thread.start()
+            while track.outstanding > self._depth and track.error is None:
+                track.changed.wait()
+
+    def wait(self, track: Track) -> None:
+        """
+        Return once every batch of C{track} is hashed.
+
+        @raise BaseException: the error of one of them.
+        """
+        with self._lock:
+            while track.outstanding and track.error is None:
+                track.changed.wait()
+            if track.error is not None:
+                raise track.error
 
     def runAlone(self, lane: Lane) -> None:
         """
-        Hash C{lane} at once in a kernel call of its own, outside the rounds
-        (for a digest's one or two final blocks).  Thread-safe.
+        Hash C{lane} at once in this thread, in a kernel call of its own (a
+        digest's one or two final blocks).  Thread-safe.
         """
         lanes = LaneArray()
         lanes[0] = ctypes.pointer(lane)
         self.kernel.run(lanes, 1)
 
-    def _lead(self, own: _Job) -> None:
+    def stop(self) -> None:
         """
-        Run rounds until C{own} is done, then pass the leadership on.
+        Let the mill's thread end once it is idle, and wait for it (tests).
         """
-        active = self._active
-        lanes = self._lanes
-        kernel = self.kernel
-        single = kernel.single
-        blocks = self._blocks
-        try:
-            while not own.done:
-                with self._lock:
-                    queue = self._queue
-                    while len(active) < LANES and queue:
-                        active.append(queue.popleft())
-                count = len(active)
-                if count == 1 and single is not None:
-                    single.run(active[0].lane, blocks)
-                else:
-                    for i, job in enumerate(active):
-                        lanes[i] = job.pointer
-                    kernel.run(lanes, count, blocks)
-                self.rounds += 1
-                self.laneRounds += count
-                finished = False
-                for job in active:
-                    lane = job.lane
-                    if lane.index >= lane.count:
-                        finished = True
-                        job.done = True
-                        if job is not own:
-                            job.wake.release()
-                if finished:
-                    active[:] = [job for job in active if not job.done]
-        except BaseException as error:
-            with self._lock:
-                failed = active + list(self._queue)
-                active.clear()
-                self._queue.clear()
-                self._leading = False
-            for job in failed:
-                job.error = error
-                job.done = True
-                if job is not own:
-                    job.wake.release()
-            raise
         with self._lock:
-            queue = self._queue
-            while len(active) < LANES and queue:
-                active.append(queue.popleft())
-            if active:
-                # Its thread is asleep in run() and not done: it leads next.
-                active[0].wake.release()
-            else:
-                self._leading = False
+            self._stopping = True
+            self._work.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _loop(self) -> None:
+        active: list[Track] = []
+        lanes = self._lanes = LaneArray()
+        kernel = self.kernel
+        blocks = self._blocks
+        lock = self._lock
+        ready = self._ready
+        while True:
+            with lock:
+                while len(active) < LANES and ready:
+                    track = ready.popleft()
+                    lane = track.jobs.popleft()
+                    track.current = (lane, ctypes.pointer(lane))
+                    active.append(track)
+                if not active:
+                    if self._stopping:
+                        self._thread = None
+                        return
+                    self._work.wait()
+                    continue
+            count = len(active)
+            try:
+                single = kernel.single
+                if count == 1 and single is not None:
+                    single.run(active[0].current[0], blocks)
+                else:
+                    for i, track in enumerate(active):
+                        lanes[i] = track.current[1]
+                    kernel.run(lanes, count, blocks)
+            except BaseException as error:
+                with lock:
+                    for track in active:
+                        track.error = error
+                        track.jobs.clear()
+                        track.current = None
+                        track.outstanding = 0
+                        track.scheduled = False
+                        track.changed.notify_all()
+                    active.clear()
+                continue
+            self.rounds += 1
+            self.laneRounds += count
+            finished = [
+                track for track in active if track.current[0].index >= track.current[0].count
+            ]
+            if finished:
+                with lock:
+                    for track in finished:
+                        active.remove(track)
+                        track.current = None
+                        track.outstanding -= 1
+                        if track.jobs:
+                            # Behind the streams waiting for a lane: fair
+                            # when there are more streams than lanes.
+                            ready.append(track)
+                        else:
+                            track.scheduled = False
+                        track.changed.notify_all()

@@ -58,10 +58,11 @@ class Sha256:
     digest_size = 32
     block_size = 64
 
-    __slots__ = ("_mill", "_state", "_tail", "_length")
+    __slots__ = ("_mill", "_track", "_state", "_tail", "_length")
 
     def __init__(self, mill: Mill, data: bytes = b""):
         self._mill = mill
+        self._track = mill.track()
         self._state = State(*INITIAL_STATE)
         self._tail = b""
         self._length = 0
@@ -70,8 +71,11 @@ class Sha256:
 
     def update(self, data) -> None:
         """
-        Hash C{data} (bytes-like).  Blocking: the kernel runs in this thread
-        or in another one already hashing.
+        Hash C{data} (bytes-like).  It is hashed in the background: the call
+        returns once the mill has taken it, and may block while the stream's
+        earlier data is hashed (see L{zotwist.sha256mb.mill.DEPTH}).  C{bytes}
+        are hashed where they are (they cannot change); other bytes-like
+        data is copied first, so the caller may reuse its buffer.
         """
         self.updateAll((data,))
 
@@ -82,14 +86,30 @@ class Sha256:
         segments, tail, length = _segments(self._tail, chunks)
         if segments:
             array = (Segment * len(segments))(*segments)
-            self._mill.run(Lane(self._state, array, len(segments), 0, 0))
+            self._mill.submit(self._track, Lane(self._state, array, len(segments), 0, 0))
         self._tail = tail
         self._length += length
+
+    @property
+    def pending(self) -> bool:
+        """
+        Whether some of the data is still being hashed in the background.
+        """
+        return self._track.outstanding > 0
+
+    def settle(self) -> None:
+        """
+        Block until all the data so far is hashed (so that L{digest} will
+        not block).
+        """
+        self._mill.wait(self._track)
 
     def digest(self) -> bytes:
         """
         @return: the digest of everything so far; the stream can go on.
+        Blocks until the mill has hashed all of it.
         """
+        self._mill.wait(self._track)
         tail = self._tail
         final = (
             tail + b"\x80" + b"\0" * ((55 - len(tail)) % 64) + (8 * self._length).to_bytes(8, "big")
@@ -106,8 +126,10 @@ class Sha256:
         """
         @return: an independent hasher in the same state.
         """
+        self._mill.wait(self._track)
         other = Sha256.__new__(Sha256)
         other._mill = self._mill
+        other._track = self._mill.track()
         other._state = State.from_buffer_copy(self._state)
         other._tail = self._tail
         other._length = self._length

@@ -7,10 +7,11 @@ arrives.  A writer queues those chunks and lets one blocking batch at a time
 run in the disk thread pool: C{os.writev}, then the whole batch to the hasher
 in one call (both release the GIL, so hashing uses the second core; the
 multi-buffer SHA-256 of L{zotwist.sha256mb} hashes the batches of concurrent
-uploads together).  When more than L{HIGH_WATER} bytes wait, it pauses the
-network transport; below L{LOW_WATER} it resumes it.  So a blob never sits
-whole in memory, whatever its size, and a slow disk slows the client rather
-than growing the server.
+uploads together, in the background while the next batch is written, and
+L{QueuedWriter.flushed} waits for it).  When more than L{HIGH_WATER} bytes
+wait, it pauses the network transport; below L{LOW_WATER} it resumes it.  So
+a blob never sits whole in memory, whatever its size, and a slow disk slows
+the client rather than growing the server.
 """
 
 import fcntl
@@ -24,9 +25,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from zotwist import oci
+from zotwist import oci, sha256mb
 from zotwist.errors import RegistryError
-from zotwist.sha256mb import hashChunks
 from zotwist.storage.interfaces import IUploadWriter
 
 #: Bytes queued per upload above which the socket is no longer read, and
@@ -71,8 +71,14 @@ class SessionState:
                 break
             self.hasher.update(data)
             self.hashedSize += len(data)
+        sha256mb.settle(self.hasher)
 
     def digest(self) -> str:
+        """
+        @return: the digest of the first C{hashedSize} bytes.  Does not block
+            once the writer is flushed (L{QueuedWriter.flushed} waits for the
+            background hashing too).
+        """
         return f"{self.algorithm}:{self.hasher.hexdigest()}"
 
 
@@ -179,7 +185,7 @@ class QueuedWriter:
             if remaining and written:
                 remaining = [remaining[0][written:]] + remaining[1:]
         if self.state is not None:
-            hashChunks(self.state.hasher, chunks)
+            sha256mb.hashChunks(self.state.hasher, chunks)
             self.state.hashedSize += sum(map(len, chunks))
 
     def _beforeBatch(self, fd: int) -> None:
@@ -195,6 +201,13 @@ class QueuedWriter:
             self.transport.resumeProducing()
         if self._pending:
             self._maybeStart()
+        elif self.state is not None and sha256mb.pending(self.state.hasher):
+            # The multi-buffer hasher hashes in the background: wait for it
+            # in the pool, so a digest taken once flushed never blocks the
+            # reactor.  Chunks arriving meanwhile start the next batch after.
+            self._inFlight = True
+            d = self._runner.run(sha256mb.settle, self.state.hasher)
+            d.addCallbacks(self._batchDone, self._batchFailed, callbackArgs=(0,))
         else:
             self._notify()
             if self._closed:
