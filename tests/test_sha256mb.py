@@ -85,6 +85,22 @@ class AvailabilityTests(SynchronousTestCase):
         self.assertIsInstance(oci.newHasher("sha256"), Sha256)
         self.assertEqual(oci.newHasher("sha512").name, "sha512")
 
+    def test_fallback(self):
+        """
+        Without the kernel, or with C{ZOTWIST_SHA256=hashlib}, L{oci.newHasher}
+        gives hashlib's SHA-256 (decided once, so reset around the test).
+        """
+        self.patch(oci, "_sha256", None)
+        self.patch(sha256mb, "available", lambda: False)
+        self.assertEqual(type(oci.newHasher("sha256")), type(hashlib.sha256()))
+        self.patch(oci, "_sha256", None)
+        self.patch(sha256mb, "available", lambda: True)
+        self.patch(os, "environ", {"ZOTWIST_SHA256": "hashlib"})
+        self.assertEqual(type(oci.newHasher("sha256")), type(hashlib.sha256()))
+        self.patch(oci, "_sha256", None)
+        self.patch(os, "environ", {})
+        self.assertIsInstance(oci.newHasher("sha256"), Sha256)
+
     def test_unavailable(self):
         """
         Without a built library L{kernel.loadKernel} gives C{None} (zotwist
