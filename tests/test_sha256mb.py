@@ -90,6 +90,7 @@ class AvailabilityTests(SynchronousTestCase):
         Without the kernel, or with C{ZOTWIST_SHA256=hashlib}, L{oci.newHasher}
         gives hashlib's SHA-256 (decided once, so reset around the test).
         """
+        self.patch(oci, "_sha256How", "")
         self.patch(oci, "_sha256", None)
         self.patch(sha256mb, "available", lambda: False)
         self.assertEqual(type(oci.newHasher("sha256")), type(hashlib.sha256()))
@@ -100,6 +101,7 @@ class AvailabilityTests(SynchronousTestCase):
         self.patch(oci, "_sha256", None)
         self.patch(os, "environ", {})
         self.assertIsInstance(oci.newHasher("sha256"), Sha256)
+        self.assertEqual(oci.sha256Backend(), sha256mb.describe())
 
     def test_unavailable(self):
         """

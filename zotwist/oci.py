@@ -146,6 +146,7 @@ def validateAlgorithm(algorithm: str) -> str:
 
 _sha256Lock = threading.Lock()
 _sha256 = None
+_sha256How = ""
 
 
 def _sha256Factory():
@@ -155,7 +156,7 @@ def _sha256Factory():
     runs it, unless C{ZOTWIST_SHA256=hashlib} is set (for comparisons);
     otherwise hashlib.
     """
-    global _sha256
+    global _sha256, _sha256How
     if _sha256 is None:
         with _sha256Lock:
             if _sha256 is None:
@@ -166,8 +167,20 @@ def _sha256Factory():
                 else:
                     how, factory = sha256mb.describe(), hashlib.sha256
                 _log.info("SHA-256 of uploads: {how}", how=how)
+                _sha256How = how
                 _sha256 = factory
     return _sha256
+
+
+def sha256Backend() -> str:
+    """
+    Decide (and log, once) how uploads are hashed with SHA-256: call it at
+    start-up so the log says it before the first push.
+
+    @return: the description logged.
+    """
+    _sha256Factory()
+    return _sha256How
 
 
 def newHasher(algorithm: str):
