@@ -9,10 +9,12 @@ many threads at once.  The library must be built (tests/run.sh builds it):
 these tests fail, not skip, when it is missing.
 """
 
+import gc
 import hashlib
 import os
 import random
 import struct
+import sys
 import threading
 
 from twisted.internet import reactor
@@ -551,3 +553,28 @@ class WriterFlushTests(TestCase):
         self.assertFalse(sha256mb.pending(writer.state.hasher))
         self.assertEqual(writer.state.digest(), "sha256:" + hashlib.sha256(data).hexdigest())
         writer.close()
+
+
+class ReleaseTests(SynchronousTestCase):
+    """
+    The mill lets go of the data it hashed.
+    """
+
+    def test_buffersReleased(self):
+        """
+        Once a stream's data is hashed, the mill holds no reference to its
+        buffers, through the kernel's lanes or the single-lane path (an
+        upload's chunks must not outlive it).
+        """
+        for single in (False, True):
+            mill = Mill(Kernel(libraryPath(), single=single), quantum=4096)
+            self.addCleanup(mill.stop)
+            hashers = [Sha256(mill) for _ in range(3)]
+            chunks = [os.urandom(100000 + i) for i in range(3)]
+            before = [sys.getrefcount(chunks[i]) for i in range(3)]
+            for i in range(3):
+                hashers[i].update(chunks[i])
+            for i in range(3):
+                self.assertEqual(hashers[i].hexdigest(), hashlib.sha256(chunks[i]).hexdigest())
+            gc.collect()
+            self.assertEqual([sys.getrefcount(chunks[i]) for i in range(3)], before)

@@ -50,6 +50,13 @@ class Track:
         self.changed = threading.Condition(lock)
 
 
+def _current(lane: Lane) -> tuple:
+    """
+    @return: C{lane} and a pointer to it, as the kernel takes it.
+    """
+    return (lane, ctypes.pointer(lane))
+
+
 class Mill:
     """
     Hashes the lanes of many streams in shared kernel calls, on a thread of
@@ -136,7 +143,6 @@ class Mill:
 
     def _loop(self) -> None:
         active: list[Track] = []
-        lanes = self._lanes = LaneArray()
         kernel = self.kernel
         blocks = self._blocks
         lock = self._lock
@@ -145,8 +151,7 @@ class Mill:
             with lock:
                 while len(active) < LANES and ready:
                     track = ready.popleft()
-                    lane = track.jobs.popleft()
-                    track.current = (lane, ctypes.pointer(lane))
+                    track.current = _current(track.jobs.popleft())
                     active.append(track)
                 if not active:
                     if self._stopping:
@@ -160,9 +165,13 @@ class Mill:
                 if count == 1 and single is not None:
                     single.run(active[0].current[0], blocks)
                 else:
+                    # A fresh array each round: an old one would keep the
+                    # buffers of finished lanes alive.
+                    lanes = LaneArray()
                     for i, track in enumerate(active):
                         lanes[i] = track.current[1]
                     kernel.run(lanes, count, blocks)
+                    lanes = None
             except BaseException as error:
                 with lock:
                     for track in active:
