@@ -166,7 +166,9 @@ def makeServiceFromConfig(
         sender=sender,
         redirectBlobs=config.storage.redirectBlobURL,
     )
-    operations = installOperations(site, config, store, storeService, runner, reactor)
+    operations = installOperations(
+        site, config, store, storeService, runner, reactor, logs
+    )
     OperationsService(operations, storeService).setServiceParent(top)
     if operations.metrics is not None:
         for service in lifecycle:
