@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_s3_gc -*-
+# -*- test-case-name: tests.test_s3_gc,tests.test_s3_retention -*-
 """
 Garbage collection of an S3 store, by the cluster's leader only.
 
@@ -7,6 +7,20 @@ C{gcInterval}), per repository:
  - untagged manifests older than C{gcDelay} that no live index lists;
  - untagged referrers older than C{gcDelay} whose subject is not live;
  - blobs no live manifest references, older than C{gcDelay};
+with C{storage.retention}, each repository's sweep first applies its
+policy exactly as the local collector does (the decision is the shared
+L{zotwist.storage.gc.planRepository}): tags its C{keepTags} do not keep
+go, judged on the push and pull times every instance records in Redis
+(L{zotwist.storage.s3.tagtimes}; a tag without a push time counts as pushed
+when its manifest object was last written or used), and C{deleteUntagged},
+C{deleteReferrers} and C{retention.delay} replace the defaults above for
+untagged manifests and referrers; a dry run changes no index and logs
+what would go.  Tags and manifests are removed under the repository's
+fenced lock through the index writer every tag DELETE goes through
+(L{RepositoryMetadata.writeLocked}: conditional S3 write, change log for
+the other instances' caches), each tag only if it still names the manifest
+it named when the times were read.  The removed images' blobs then go
+like any unreferenced blob, once older than C{gcDelay};
 and, once per round, for the whole store:
  - upload sessions (C{upload:<id>} in Redis) not updated for C{gcDelay},
    and multipart uploads under C{.uploads/} started before C{gcDelay} ago
