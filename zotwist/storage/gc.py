@@ -256,11 +256,15 @@ def _dropTag(entries: IndexEntries, tag: str, tags: dict, naming: Counter) -> No
         entries.removeDigest(digest)
 
 
-def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, blobPath):
+def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, ageOf):
     """
     Which manifests of C{entries} go under C{rules}, and what is reachable
     from the rest.
 
+    @param referencesOf: C{digest -> (blobs, children, subject)} or L{None}
+        (see L{manifestReferences}).
+    @param ageOf: C{digest -> time} the manifest's bytes were last written
+        or used, or L{None} when they are missing.
     @return: C{(dead, reach)}: C{{digest: reason}} and a L{_Reachability}.
     """
     tagged = set()
@@ -275,7 +279,7 @@ def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf
     def old(digest: str) -> bool:
         # Young, or bytes missing (damage for the scrub to report, not
         # garbage): kept.
-        mtime = _mtime(blobPath(digest))
+        mtime = ageOf(digest)
         return mtime is not None and mtime < rules.cutoff
 
     def subjectOf(digest: str):
@@ -326,6 +330,78 @@ def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf
         subject = candidates[digest]
         dead[digest] = "untagged" if subject is None else f"referrer of {subject}, which is gone"
     return dead, reach
+
+
+@dataclass
+class RepositoryPlan:
+    """
+    What a repository's sweep removes from its index (L{planRepository}).
+
+    @ivar dropped: C{{tag: digest}} of the tags retention removes, each
+        with the manifest it named.
+    @ivar dead: C{{digest: reason}} of the untagged manifests and orphaned
+        referrers that go.
+    @ivar reach: what the entries left reach (L{_Reachability}): the blobs
+        the sweep keeps.
+    @ivar events: C{(kind, reference, reason)}, tags first (see
+        L{CollectionResult.events}).
+    """
+
+    dropped: dict
+    dead: dict
+    reach: "_Reachability"
+    events: list
+
+    def changes(self) -> bool:
+        return bool(self.dropped or self.dead)
+
+
+def planRepository(work: IndexEntries, rules: RepositoryRules, referencesOf,
+                   ageOf) -> RepositoryPlan:
+    """
+    Decide one repository's sweep under C{rules} and apply it to C{work}
+    (the index entries as read under the repository's lock, or a copy of
+    them for a dry run): the tags its retention policy removes (a tag's
+    unrecorded push time is its manifest's age), then the untagged
+    manifests and orphaned referrers that go.  Shared by the local and the
+    S3 collector, which differ only in how they read and write.
+
+    @param referencesOf: see L{_decideManifests}; synchronous (the S3
+        collector reads the manifests first).
+    @param ageOf: see L{_decideManifests}.
+    """
+    tags = {}
+    for entry in work.manifests():
+        tag = _tagOf(entry)
+        digest = _validDigest(entry.get("digest"))
+        if tag is not None and digest is not None:
+            tags[tag] = digest
+    decision = rules.decide(dict(tags), ageOf)
+    naming = Counter(tags.values())
+    dropped = {}
+    events = []
+    for tag, why in decision.delete.items():
+        events.append(("tag", tag, why))
+        dropped[tag] = tags[tag]
+        _dropTag(work, tag, tags, naming)
+    dead, reach = _decideManifests(work, rules, referencesOf, ageOf)
+    for digest, why in dead.items():
+        work.removeDigest(digest)
+        events.append(("manifest", digest, why))
+    return RepositoryPlan(dropped, dead, reach, events)
+
+
+def reachableFrom(entries: IndexEntries, referencesOf) -> "_Reachability":
+    """
+    What every manifest C{entries} list reaches: the blobs a dry run keeps
+    (it removes no manifest, so their blobs are not garbage).
+    """
+    reach = _Reachability(referencesOf)
+    for entry in entries.manifests():
+        digest = _validDigest(entry.get("digest"))
+        if digest is not None:
+            reach.mark(digest)
+    return reach
 
 
 def collectRepositoryBlocking(
@@ -380,35 +456,18 @@ def collectRepositoryBlocking(
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]
 
-        tags = {}
-        for entry in work.manifests():
-            tag = _tagOf(entry)
-            digest = _validDigest(entry.get("digest"))
-            if tag is not None and digest is not None:
-                tags[tag] = digest
-        decision = rules.decide(dict(tags), lambda digest: _mtime(blobPath(digest)))
-        naming = Counter(tags.values())
-        for tag, why in decision.delete.items():
-            result.events.append(("tag", tag, why))
-            result.tags.append(tag)
-            _dropTag(work, tag, tags, naming)
-        dead, reach = _decideManifests(work, rules, referencesOf, blobPath)
-        for digest, why in dead.items():
-            work.removeDigest(digest)
-            result.events.append(("manifest", digest, why))
+        plan = planRepository(work, rules, referencesOf, lambda digest: _mtime(blobPath(digest)))
+        result.events = plan.events
+        reach = plan.reach
         if rules.dryRun:
             result.dryRun = True
-            result.tags = []
             # Blobs stay for everything the stored index lists.
-            reach = _Reachability(referencesOf)
-            for entry in entries.manifests():
-                digest = _validDigest(entry.get("digest"))
-                if digest is not None:
-                    reach.mark(digest)
+            reach = reachableFrom(entries, referencesOf)
         else:
-            if dead or decision.delete:
+            if plan.changes():
                 _writeAtomically(indexPath, work.serialize(), commit)
-            result.manifests = sorted(dead)
+            result.tags = list(plan.dropped)
+            result.manifests = sorted(plan.dead)
         if reach.unknown:
             result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
             log.warn(
@@ -540,12 +599,12 @@ def describeEvents(name: str, result: CollectionResult, rules: RepositoryRules) 
     return events
 
 
-def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+def logEvents(name: str, result: CollectionResult, rules: RepositoryRules, log=_log) -> None:
     """
     Log L{describeEvents} (on the reactor thread, after the sweep).
     """
     for format, fields in describeEvents(name, result, rules):
-        _log.info(format, **fields)
+        log.info(format, **fields)
 
 
 class GarbageCollector:
@@ -601,7 +660,7 @@ class GarbageCollector:
             collectRepositoryBlocking, repoDir, now - self.delay, self.store._commit,
             rules=rules,
         )
-        _logEvents(name, result, rules)
+        logEvents(name, result, rules)
         return result
 
     async def collectAll(self) -> CollectionResult:

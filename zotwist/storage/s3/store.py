@@ -42,6 +42,7 @@ from zotwist.storage.s3.metadata import (
     RepositoryMetadata,
     S3Layout,
 )
+from zotwist.storage.s3.tagtimes import S3TagTimes
 
 #: Seconds the repository lock lives unless its holder extends it (the
 #: holder extends it before each index write and while the collector works):
@@ -88,6 +89,8 @@ class S3Store:
     @ivar touchAfter: like L{zotwist.storage.local.LocalStore.touchAfter}:
         seconds after which a use of a blob is noted again for the
         collector; L{None} (no collector) notes nothing.
+    @ivar tagTimes: the push and pull times of tags and manifests
+        (L{S3TagTimes}), for retention.
     """
 
     _log = Logger()
@@ -128,6 +131,7 @@ class S3Store:
         self._rebuilding = None
         self._readyWaiters: list = []
         self.touchAfter: float | None = None
+        self.tagTimes = S3TagTimes(redis, reactor)
 
     @classmethod
     def fromConfig(cls, storageConfig, runner, reactor, uploadRunner=None) -> "S3Store":
@@ -198,9 +202,11 @@ class S3Store:
         for runner in self._ownedRunners:
             if not runner.running:
                 runner.startService()
+        self.tagTimes.start()
         await self.ensureReady()
 
     async def stopService(self) -> None:
+        await self.tagTimes.stop()
         self.locks.stop()
         await self.blobs.engine.settled()
         for runner in self._ownedRunners:
@@ -364,6 +370,7 @@ class S3Store:
         body = await self._manifestBody(name, digest)
         if body is None:
             raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        self.tagTimes.pulled(name, (reference, digest) if reference != digest else (digest,))
         return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
 
     async def _manifestBody(self, name: str, digest: str) -> bytes | None:
@@ -450,6 +457,9 @@ class S3Store:
             "kind": "put", "needs": allNeeded, "digest": digest,
             "descriptor": descriptor, "tags": tags,
         }
+        # Before the index change: a tag the collector sees has its push
+        # time (zotwist.storage.s3.tagtimes).
+        await self.tagTimes.pushed(name, [*tags, digest])
         for _ in range(3):
             if await self.metadata.mutate(name, job) != BYTES_MISSING:
                 break
