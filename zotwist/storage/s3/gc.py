@@ -246,7 +246,7 @@ class S3GarbageCollector:
             if digest in references:
                 continue
             await held.ensure()  # a repository of many manifests takes a while
-            body = await self.store._manifestBody(name, digest)
+            body = await self.store.manifests.body(name, digest)
             refs = references[digest] = None if body is None else manifestReferences(body)
             if refs is not None:
                 pending.extend(refs[1])
