@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_local,tests.test_s3_store -*-
+# -*- test-case-name: tests.test_manifestlogic,tests.test_local,tests.test_s3_store -*-
 """
 The manifest rules both stores follow alike, kept apart from their I/O.
 
