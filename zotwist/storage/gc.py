@@ -404,6 +404,82 @@ def reachableFrom(entries: IndexEntries, referencesOf) -> "_Reachability":
     return reach
 
 
+def leftAlone(repo: str, reach: "_Reachability", result: CollectionResult, log) -> bool:
+    """
+    Whether a sweep must leave the repository's blobs alone this round:
+    some live manifest's bytes could not be read, so what it references is
+    unknown.  Then C{result.skipped} says which, and the reason is logged
+    (on C{log}, the collector's logger).
+    """
+    if not reach.unknown:
+        return False
+    result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
+    log.warn("GC: {repo}: {why}; its blobs are left alone", repo=repo, why=result.skipped)
+    return True
+
+
+async def sweepRules(store, retention, name: str, now: float, delay: float) -> RepositoryRules:
+    """
+    The retention rules of one repository's sweep (L{rulesFor}), with its
+    recorded push and pull times (C{store.tagTimes}) when its policy needs
+    them, and the tags they describe.  Shared by the local and the S3
+    collector.
+
+    The index is read first, then the times: a tag the sweep finds as it
+    was here has its push time (written before the index change); a push
+    that lands between the two changes the index the sweep reads, so the
+    sweep leaves its tag alone (L{RepositoryRules.seen}).
+    """
+    times = seen = None
+    if retention is not None and needsTimes(retention, name):
+        index = await store._index(name)
+        seen = {} if index is None else {
+            tag: entry.get("digest") for tag, entry in index.tags.items()
+        }
+        times = await store.tagTimes.times(name)
+    return rulesFor(retention, name, now, delay, times, seen)
+
+
+async def collectRound(collector, total: CollectionResult, started: float, log,
+                       leading=lambda: True) -> CollectionResult:
+    """
+    The repositories' part of one round of a collector (local or S3): each
+    repository of the store's catalog in turn, until the collector is
+    C{stopping} or C{leading()} turns false; a failure in one is logged and
+    the others go on.  Then the round is counted (C{removed}, C{rounds},
+    C{onRound}).
+
+    @param collector: has C{store}, C{stopping}, C{removed}, C{rounds},
+        C{onRound}, C{collectRepository(name)} and C{logRemoved(name,
+        result)} (each collector words its own summary).
+    @param total: what the round removed so far (the S3 collector's stale
+        uploads), added to.
+    @param started: C{time.monotonic()} when the round started.
+    @param log: the collector's logger.
+    """
+    names = await collector.store.catalog()
+    for name in names:
+        if collector.stopping or not leading():
+            break
+        try:
+            result = await collector.collectRepository(name)
+        except Exception:
+            log.failure("GC of repository {repo} failed", repo=name)
+            continue
+        if result.removedAnything():
+            collector.logRemoved(name, result)
+        total.add(result)
+    collector.removed.add(total)
+    collector.rounds += 1
+    if collector.onRound is not None:
+        collector.onRound(total)
+    log.debug(
+        "GC of {count} repositories took {seconds:.2f} s",
+        count=len(names), seconds=time.monotonic() - started,
+    )
+    return total
+
+
 def collectRepositoryBlocking(
     repoDir: str, cutoff: float, commit: bool = False, log=_log,
     rules: RepositoryRules | None = None,
@@ -468,13 +544,7 @@ def collectRepositoryBlocking(
                 _writeAtomically(indexPath, work.serialize(), commit)
             result.tags = list(plan.dropped)
             result.manifests = sorted(plan.dead)
-        if reach.unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
-            log.warn(
-                "GC: {repo}: {why}; its blobs are left alone",
-                repo=repoDir, why=result.skipped,
-            )
-        else:
+        if not leftAlone(repoDir, reach, result, log):
             _sweepBlobs(repoDir, reach.blobs, cutoff, result)
         _sweepTemporary(repoDir, cutoff, result)
     return result
@@ -636,21 +706,10 @@ class GarbageCollector:
 
     async def rulesFor(self, name: str, now: float) -> RepositoryRules:
         """
-        The retention rules of one repository's sweep, with its recorded
-        push and pull times when its policy needs them (a journal is read in
-        the disk pool, the first time only), and the tags they describe.
+        L{sweepRules} of one repository (a journal of push and pull times
+        is read in the disk pool, the first time only).
         """
-        times = seen = None
-        if self.retention is not None and needsTimes(self.retention, name):
-            # The index first, then the times: a push that lands between
-            # the two is in the times but changes the index the sweep reads,
-            # so the sweep leaves its tag alone (RepositoryRules.seen).
-            index = await self.store._index(name)
-            seen = {} if index is None else {
-                tag: entry.get("digest") for tag, entry in index.tags.items()
-            }
-            times = await self.store.tagTimes.times(name)
-        return rulesFor(self.retention, name, now, self.delay, times, seen)
+        return await sweepRules(self.store, self.retention, name, now, self.delay)
 
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))
@@ -665,37 +724,20 @@ class GarbageCollector:
 
     async def collectAll(self) -> CollectionResult:
         """
-        One collection of every repository; a failure in one is logged and
-        the others go on.
+        One collection of every repository (L{collectRound}).
         """
-        total = CollectionResult()
-        started = time.monotonic()
-        names = await self.store.catalog()
-        for name in names:
-            if self.stopping:
-                break
-            try:
-                result = await self.collectRepository(name)
-            except Exception:
-                _log.failure("GC of repository {repo} failed", repo=name)
-                continue
-            if result.removedAnything():
-                _log.info(
-                    "GC: {repo}: removed {manifests} manifests, {blobs} blobs "
-                    "({bytes} bytes), {uploads} stale uploads",
-                    repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
-                    bytes=result.bytes, uploads=result.uploads,
-                )
-            total.add(result)
-        self.removed.add(total)
-        self.rounds += 1
-        if self.onRound is not None:
-            self.onRound(total)
-        _log.debug(
-            "GC of {count} repositories took {seconds:.2f} s",
-            count=len(names), seconds=time.monotonic() - started,
+        return await collectRound(self, CollectionResult(), time.monotonic(), _log)
+
+    def logRemoved(self, name: str, result: CollectionResult) -> None:
+        """
+        The summary of one repository's sweep that removed something.
+        """
+        _log.info(
+            "GC: {repo}: removed {manifests} manifests, {blobs} blobs "
+            "({bytes} bytes), {uploads} stale uploads",
+            repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
+            bytes=result.bytes, uploads=result.uploads,
         )
-        return total
 
 
 _DAY = 86400.0

@@ -65,13 +65,16 @@ from zotwist.storage.gc import (
     CollectionResult,
     _dropTag,
     _validDigest,
+    collectRound,
+    leftAlone,
     logEvents,
     manifestReferences,
     planRepository,
     reachableFrom,
+    sweepRules,
 )
 from zotwist.storage.index import IndexEntries
-from zotwist.storage.retention import RepositoryRules, needsTimes, rulesFor
+from zotwist.storage.retention import RepositoryRules
 
 _log = Logger()
 
@@ -131,51 +134,26 @@ class S3GarbageCollector:
             total.uploads += await self.collectUploads()
         except Exception:
             _log.failure("GC of stale uploads failed")
-        names = await self.store.catalog()
-        for name in names:
-            if self.stopping or not self._leading():
-                break
-            try:
-                result = await self.collectRepository(name)
-            except Exception:
-                _log.failure("GC of repository {repo} failed", repo=name)
-                continue
-            if result.removedAnything():
-                _log.info(
-                    "GC: {repo}: removed {manifests} manifests, {blobs} blobs ({bytes} bytes)",
-                    repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
-                    bytes=result.bytes,
-                )
-            total.add(result)
-        self.removed.add(total)
-        self.rounds += 1
-        if self.onRound is not None:
-            self.onRound(total)
-        _log.debug(
-            "GC of {count} repositories took {seconds:.2f} s",
-            count=len(names), seconds=time.monotonic() - started,
+        return await collectRound(self, total, started, _log, self._leading)
+
+    def logRemoved(self, name: str, result: CollectionResult) -> None:
+        """
+        The summary of one repository's sweep that removed something.
+        """
+        _log.info(
+            "GC: {repo}: removed {manifests} manifests, {blobs} blobs ({bytes} bytes)",
+            repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
+            bytes=result.bytes,
         )
-        return total
 
     # -- one repository ------------------------------------------------------------
 
     async def rulesFor(self, name: str, now: float) -> RepositoryRules:
         """
-        The retention rules of one repository's sweep, with its push and
-        pull times from Redis when its policy needs them, and the tags they
-        describe.
+        L{sweepRules} of one repository, with its push and pull times from
+        Redis (L{zotwist.storage.s3.tagtimes}).
         """
-        times = seen = None
-        if self.retention is not None and needsTimes(self.retention, name):
-            # The index first, then the times: a tag the sweep finds as it
-            # was here has its push time (written before the index change,
-            # zotwist.storage.s3.tagtimes); any other stays this round.
-            index = await self.store._index(name)
-            seen = {} if index is None else {
-                tag: entry.get("digest") for tag, entry in index.tags.items()
-            }
-            times = await self.store.tagTimes.times(name)
-        return rulesFor(self.retention, name, now, self.delay, times, seen)
+        return await sweepRules(self.store, self.retention, name, now, self.delay)
 
     async def collectRepository(self, name: str) -> CollectionResult:
         store = self.store
@@ -246,7 +224,7 @@ class S3GarbageCollector:
             if digest in references:
                 continue
             await held.ensure()  # a repository of many manifests takes a while
-            body = await self.store._manifestBody(name, digest)
+            body = await self.store.manifests.body(name, digest)
             refs = references[digest] = None if body is None else manifestReferences(body)
             if refs is not None:
                 pending.extend(refs[1])
@@ -298,11 +276,7 @@ class S3GarbageCollector:
             result.tags, result.manifests = value
             removed = set(result.tags) | set(result.manifests)
             result.events = [e for e in plan.events if e[1] in removed]
-        if reach.unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
-            _log.warn(
-                "GC: {repo}: {why}; its blobs are left alone", repo=name, why=result.skipped
-            )
+        if leftAlone(name, reach, result, _log):
             return result
         for digest, (size, age) in sorted(ages.items()):
             if digest in reach.blobs or age >= cutoff:

@@ -35,6 +35,8 @@ import time
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from zotwist.storage.tagtimes import flushLast, later, merge
+
 #: Seconds between pull-time writes (pulls within one are coalesced).
 FLUSH_INTERVAL = 1.0
 
@@ -69,14 +71,6 @@ return gone
 """
 
 
-def _later(a, b):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
-
-
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -89,18 +83,16 @@ def parseTimes(fields: dict) -> dict:
     found: dict[str, list] = {}
     for field, value in fields.items():
         field = _text(field)
-        if field.startswith(_PUSH):
-            which, key = 0, field[len(_PUSH):]
-        elif field.startswith(_PULL):
-            which, key = 1, field[len(_PULL):]
-        else:
+        if not field.startswith((_PUSH, _PULL)):
             continue
         try:
             when = float(_text(value))
         except ValueError:
             continue
-        entry = found.setdefault(key, [None, None])
-        entry[which] = _later(entry[which], when)
+        if field.startswith(_PUSH):
+            merge(found, field[len(_PUSH):], when, None)
+        else:
+            merge(found, field[len(_PULL):], None, when)
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -165,7 +157,7 @@ class S3TagTimes:
         when = self.clock() if when is None else when
         pending = self._pending.setdefault(repository, {})
         for key in keys:
-            pending[key] = _later(pending.get(key), when)
+            pending[key] = later(pending.get(key), when)
         if self._call is None and self._flushing is None and not self._stopped:
             self._call = self._reactor.callLater(self._interval, self._tick)
 
@@ -205,7 +197,7 @@ class S3TagTimes:
             for repository, keys in pending.items():
                 mine = self._pending.setdefault(repository, {})
                 for key, when in keys.items():
-                    mine[key] = _later(mine.get(key), when)
+                    mine[key] = later(mine.get(key), when)
             raise
         return sum(len(keys) for keys in pending.values())
 
@@ -230,8 +222,7 @@ class S3TagTimes:
         stored = await self._redis.run(lambda r: r.hgetall(self.key(repository)))
         times = {k: list(v) for k, v in parseTimes(stored).items()}
         for key, when in self._pending.get(repository, {}).items():
-            entry = times.setdefault(key, [None, None])
-            entry[1] = _later(entry[1], when)
+            merge(times, key, None, when)
         return {k: tuple(v) for k, v in times.items()}
 
     async def forget(self, repository: str, times: dict) -> int:
@@ -261,15 +252,9 @@ class S3TagTimes:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        if self._flushing is not None:
-            try:
-                await self._flushing
-            except Exception:
-                pass
-        try:
-            await self.flush()
-        except Exception as e:
-            self._log.error("retention: writing pull times failed: {e}", e=e)
+        await flushLast(
+            self._flushing, self.flush, self._log, "retention: writing pull times failed: {e}"
+        )
 
     def start(self) -> None:
         """
