@@ -65,14 +65,6 @@ def _folded(document: dict | None, name: str, default=None):
     return default
 
 
-def _flag(value, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 @implementer(IRegistryStore)
 class S3Store:
     """
@@ -152,7 +144,7 @@ class S3Store:
         """
         from zotwist.coordination.client import RedisClient, storePrefix
         from zotwist.storage.s3.blobs import S3Blobs
-        from zotwist.storage.s3.objects import ObjectStore
+        from zotwist.storage.s3.objects import ObjectStore, driverFlag
         from zotwist.threads import ThreadPoolRunner
 
         driver = storageConfig.storageDriver or {}
@@ -170,9 +162,9 @@ class S3Store:
             _folded(driver, "accesskey"),
             _folded(driver, "secretkey"),
             _folded(driver, "region", "us-east-1") or "us-east-1",
-            _flag(_folded(driver, "secure"), True),
-            _flag(_folded(driver, "skipverify"), False),
-            _flag(_folded(driver, "forcepathstyle"), False),
+            driverFlag(_folded(driver, "secure"), True),
+            driverFlag(_folded(driver, "skipverify"), False),
+            driverFlag(_folded(driver, "forcepathstyle"), False),
         )
         redis = RedisClient(_folded(cache, "url"), runner, storePrefix(bucket, rootdirectory))
         partRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="s3-parts")
