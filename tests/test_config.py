@@ -753,16 +753,17 @@ class WarningTests(SynchronousTestCase):
 
     def test_retentionOnS3(self):
         """
-        Retention is not applied on S3 yet: it loads with a warning.
+        Retention applies on S3: it loads without a warning, its policies
+        parsed as on local storage.
         """
-        storage = dict(S3_STORAGE, retention={"policies": [{"repositories": ["**"]}]})
+        storage = dict(S3_STORAGE, retention={"dryRun": True, "policies": [
+            {"repositories": ["**"], "keepTags": [{"mostRecentlyPushedCount": 2}]}]})
         config = parseConfig(withKeys(MINIMAL, storage=storage))
+        self.assertEqual(config.warnings, ())
+        self.assertEqual(config.storage.driverName, "s3")
+        self.assertTrue(config.storage.retention.dryRun)
         self.assertEqual(
-            config.warnings,
-            (
-                "storage.retention: not applied on the s3 storageDriver yet (its GC "
-                "applies zot's default rules only); ignored",
-            ),
+            config.storage.retention.policies[0].keepTags[0].mostRecentlyPushedCount, 2
         )
 
     def test_cacheDriverOnLocalStorage(self):

@@ -158,6 +158,21 @@ class LogServiceTests(SynchronousTestCase):
         _log.warn("{text}", text="hidden too")
         self.assertEqual(self.messages(output), ["shown"])
 
+    def test_passesInfo(self):
+        """
+        L{LogService.passesInfo} follows the level, so the access log can
+        skip building events the level would drop.
+        """
+        output = self.mktemp()
+        service = self.startLogs(output, "warn")
+        self.assertFalse(service.passesInfo())
+        service.setLevel("info")
+        self.assertTrue(service.passesInfo())
+        service.setLevel("debug")
+        self.assertTrue(service.passesInfo())
+        service.setLevel("error")
+        self.assertFalse(service.passesInfo())
+
     def test_applyConfigMovesOutput(self):
         """
         A reloaded config with another C{log.output} writes there from the

@@ -14,6 +14,7 @@ from tests.clustersupport import cephS3, newBucket
 from zotwist.storage.s3.objects import (
     ObjectStore,
     PreconditionFailed,
+    driverFlag,
     endpointURL,
 )
 from zotwist.threads import ThreadPoolRunner
@@ -223,3 +224,29 @@ class ObjectStoreTests(TestCase):
                 return response.read()
 
         self.assertEqual(await self.objects.runner.run(fetch), b"presigned")
+
+
+class DriverFlagTests(SynchronousTestCase):
+    """
+    L{driverFlag}: the boolean keys of C{storageDriver} as zot configs
+    write them, JSON booleans or strings.
+    """
+
+    def test_strings(self):
+        """
+        C{"false"}, C{"0"} and C{"no"} are false (not truthy non-empty
+        strings); C{"true"}, C{"1"} and C{"yes"} are true, in any case.
+        """
+        for text in ("false", "FALSE", "0", "no", "off", ""):
+            self.assertFalse(driverFlag(text, True), text)
+        for text in ("true", "True", "1", "yes", "on"):
+            self.assertTrue(driverFlag(text, False), text)
+
+    def test_booleansAndDefault(self):
+        """
+        JSON booleans are taken as they are; a missing key is the default.
+        """
+        self.assertFalse(driverFlag(False, True))
+        self.assertTrue(driverFlag(True, False))
+        self.assertTrue(driverFlag(None, True))
+        self.assertFalse(driverFlag(None, False))

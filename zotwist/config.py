@@ -1247,17 +1247,13 @@ class StorageConfig:
         """
         A cache driver without C{remoteCache} on local storage is ignored, as
         zot ignores it: the local store needs no cache (identical blobs are
-        hard links).  Retention is not applied on S3 yet.
+        hard links).  Retention applies on S3 as on disk
+        (L{zotwist.storage.s3.gc}).
         """
         if self.cacheDriver is not None and self.driverName == "local":
             return [
                 f"{_child(path, 'cacheDriver')}: ignored without remoteCache, as zot does; "
                 "the local store needs no cache"
-            ]
-        if self.retention is not None and self.driverName == "s3":
-            return [
-                f"{_child(path, 'retention')}: not applied on the s3 storageDriver yet "
-                "(its GC applies zot's default rules only); ignored"
             ]
         return []
 

@@ -115,6 +115,10 @@ class ReopenableFile:
             old.close()
 
 
+def _passes(event: LogLevel, threshold: LogLevel) -> bool:
+    return not event < threshold
+
+
 class LogService(Service):
     """
     Filters the log at C{log.level} and adds the C{log.output} file while
@@ -129,11 +133,19 @@ class LogService(Service):
         self._config = config
         self._predicate = LogLevelFilterPredicate(defaultLogLevel=logLevel(config.log.level))
         self.level = self._predicate.defaultLogLevel
+        self._infoPasses = _passes(LogLevel.info, self.level)
         self._observer = None
         self._file: ReopenableFile | None = None
         self._wrapped: list = []
         self._reopenHooks: list = []
         self.setName("logs")
+
+    def passesInfo(self) -> bool:
+        """
+        Whether an info event passes C{log.level} now: lets the busiest
+        emitters (the access log) skip building events nobody will see.
+        """
+        return self._infoPasses
 
     def startService(self) -> None:
         """
@@ -187,6 +199,7 @@ class LogService(Service):
         self._predicate.defaultLogLevel = level
         self._predicate.setLogLevelForNamespace("", level)
         self.level = level
+        self._infoPasses = _passes(LogLevel.info, level)
 
     def applyConfig(self, config) -> None:
         """

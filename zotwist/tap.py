@@ -166,7 +166,9 @@ def makeServiceFromConfig(
         sender=sender,
         redirectBlobs=config.storage.redirectBlobURL,
     )
-    operations = installOperations(site, config, store, storeService, runner, reactor)
+    operations = installOperations(
+        site, config, store, storeService, runner, reactor, logs
+    )
     OperationsService(operations, storeService).setServiceParent(top)
     if operations.metrics is not None:
         for service in lifecycle:
@@ -338,7 +340,8 @@ def _addClusterLifecycleServices(top, config, store, runner, reactor, isWorker: 
     if not storage.gc:
         return added
     # The collector checks the lease itself too, between repositories.
-    collector = S3GarbageCollector(store, storage.gcDelay, lease=lease)
+    collector = S3GarbageCollector(store, storage.gcDelay, lease=lease,
+                                   retention=storage.retention)
     gc = LeaderOnly(
         lease,
         GarbageCollectionService(
@@ -354,7 +357,9 @@ def _reloadLifecycle(settings, services) -> None:
     """
     Let C{SIGHUP} change C{storage.retention} and C{storage.gcTimeWindow}
     of the default root live, from the collector's next repository on
-    (when its collector runs; other storage keys need a restart).
+    (when its collector runs: the local one, or the S3 one under
+    L{LeaderOnly}, whose every instance gets the new config, so the next
+    leader has it too; other storage keys need a restart).
     """
     unwrapped = [getattr(s, "child", s) for s in services]  # GC under LeaderOnly
     gc = next((s for s in unwrapped

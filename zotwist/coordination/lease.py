@@ -24,6 +24,8 @@ from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from zotwist.coordination.scripts import DELETE_IF_OWNED
+
 #: KEYS[1] leader; ARGV[1] our id, ARGV[2] ttl ms.  1: we hold it (taken
 #: now or renewed), 0: someone else does.
 _TAKE_OR_RENEW = """
@@ -35,14 +37,6 @@ end
 if not current then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     return 1
-end
-return 0
-"""
-
-#: KEYS[1] leader; ARGV[1] our id.  Resign: delete only our own lease.
-_RESIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -82,7 +76,7 @@ class LeaderLease(Service):
         self._loop: LoopingCall | None = None
         self._attempt = None
         self._script = conn.register_script(_TAKE_OR_RENEW)
-        self._resign = conn.register_script(_RESIGN)
+        self._resign = conn.register_script(DELETE_IF_OWNED)  # resign: only our own lease
 
     def isLeader(self) -> bool:
         """

@@ -47,6 +47,8 @@ import time
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from zotwist.coordination.scripts import PEXPIRE_IF_OWNED
+
 #: KEYS[1] lock, KEYS[2] fence, KEYS[3] want; ARGV[1] token, ARGV[2] ttl in
 #: ms, ARGV[3] how long a refused attempt marks the lock wanted, in ms.
 #: Returns the new fence number, or 0 when the lock is held by someone else
@@ -77,14 +79,6 @@ return 0
 #: than the fallback poll, so a live waiter keeps it marked.
 _WANT_MS = 1000
 WANT_MS = _WANT_MS
-
-#: KEYS[1] lock; ARGV[1] token, ARGV[2] ttl in ms.  Prolongs only our own lock.
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
 
 class LockTimeout(Exception):
@@ -239,7 +233,7 @@ class FencedLocks:
         self.wait = wait
         self.firstDelay = firstDelay
         self.maxDelay = maxDelay
-        self._extendScript = conn.register_script(_EXTEND)
+        self._extendScript = conn.register_script(PEXPIRE_IF_OWNED)
         self.channel = keyFor("unlocked")
         #: name -> Deferreds fired by the next release message of it.
         self._waiters: dict[str, list[Deferred]] = {}

@@ -173,6 +173,14 @@ class AccessLog:
     C{log.output} file every field is a JSON key.
     """
 
+    def __init__(self, enabled=lambda: True):
+        """
+        @param enabled: says whether info events pass the log level now;
+            when they do not, the site skips summarizing requests for this
+            observer (at C{log.level} warn, a request costs no log work).
+        """
+        self.wanted = enabled
+
     def __call__(self, summary: RequestSummary) -> None:
         """
         Emit the access event for C{summary}.

@@ -48,11 +48,16 @@ def metricsPathOf(config) -> str | None:
     return "/" + metrics.prometheus.path.strip("/")
 
 
-def installOperations(site, config, store, storeService, runner, reactor) -> Operations:
+def installOperations(
+    site, config, store, storeService, runner, reactor, logs=None
+) -> Operations:
     """
     Add the operational endpoints and request observers to C{site}.
+
+    @param logs: the L{zotwist.logs.LogService}, whose level decides
+        whether the access log wants requests; without it, always.
     """
-    accessLog = AccessLog()
+    accessLog = AccessLog() if logs is None else AccessLog(logs.passesInfo)
     site.requestObservers.append(accessLog)
     health = HealthChecks(storeService, store.root)
     for path, resource in healthResources(health).items():

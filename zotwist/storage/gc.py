@@ -256,11 +256,15 @@ def _dropTag(entries: IndexEntries, tag: str, tags: dict, naming: Counter) -> No
         entries.removeDigest(digest)
 
 
-def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, blobPath):
+def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf, ageOf):
     """
     Which manifests of C{entries} go under C{rules}, and what is reachable
     from the rest.
 
+    @param referencesOf: C{digest -> (blobs, children, subject)} or L{None}
+        (see L{manifestReferences}).
+    @param ageOf: C{digest -> time} the manifest's bytes were last written
+        or used, or L{None} when they are missing.
     @return: C{(dead, reach)}: C{{digest: reason}} and a L{_Reachability}.
     """
     tagged = set()
@@ -275,7 +279,7 @@ def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf
     def old(digest: str) -> bool:
         # Young, or bytes missing (damage for the scrub to report, not
         # garbage): kept.
-        mtime = _mtime(blobPath(digest))
+        mtime = ageOf(digest)
         return mtime is not None and mtime < rules.cutoff
 
     def subjectOf(digest: str):
@@ -326,6 +330,154 @@ def _decideManifests(entries: IndexEntries, rules: RepositoryRules, referencesOf
         subject = candidates[digest]
         dead[digest] = "untagged" if subject is None else f"referrer of {subject}, which is gone"
     return dead, reach
+
+
+@dataclass
+class RepositoryPlan:
+    """
+    What a repository's sweep removes from its index (L{planRepository}).
+
+    @ivar dropped: C{{tag: digest}} of the tags retention removes, each
+        with the manifest it named.
+    @ivar dead: C{{digest: reason}} of the untagged manifests and orphaned
+        referrers that go.
+    @ivar reach: what the entries left reach (L{_Reachability}): the blobs
+        the sweep keeps.
+    @ivar events: C{(kind, reference, reason)}, tags first (see
+        L{CollectionResult.events}).
+    """
+
+    dropped: dict
+    dead: dict
+    reach: "_Reachability"
+    events: list
+
+    def changes(self) -> bool:
+        return bool(self.dropped or self.dead)
+
+
+def planRepository(work: IndexEntries, rules: RepositoryRules, referencesOf,
+                   ageOf) -> RepositoryPlan:
+    """
+    Decide one repository's sweep under C{rules} and apply it to C{work}
+    (the index entries as read under the repository's lock, or a copy of
+    them for a dry run): the tags its retention policy removes (a tag's
+    unrecorded push time is its manifest's age), then the untagged
+    manifests and orphaned referrers that go.  Shared by the local and the
+    S3 collector, which differ only in how they read and write.
+
+    @param referencesOf: see L{_decideManifests}; synchronous (the S3
+        collector reads the manifests first).
+    @param ageOf: see L{_decideManifests}.
+    """
+    tags = {}
+    for entry in work.manifests():
+        tag = _tagOf(entry)
+        digest = _validDigest(entry.get("digest"))
+        if tag is not None and digest is not None:
+            tags[tag] = digest
+    decision = rules.decide(dict(tags), ageOf)
+    naming = Counter(tags.values())
+    dropped = {}
+    events = []
+    for tag, why in decision.delete.items():
+        events.append(("tag", tag, why))
+        dropped[tag] = tags[tag]
+        _dropTag(work, tag, tags, naming)
+    dead, reach = _decideManifests(work, rules, referencesOf, ageOf)
+    for digest, why in dead.items():
+        work.removeDigest(digest)
+        events.append(("manifest", digest, why))
+    return RepositoryPlan(dropped, dead, reach, events)
+
+
+def reachableFrom(entries: IndexEntries, referencesOf) -> "_Reachability":
+    """
+    What every manifest C{entries} list reaches: the blobs a dry run keeps
+    (it removes no manifest, so their blobs are not garbage).
+    """
+    reach = _Reachability(referencesOf)
+    for entry in entries.manifests():
+        digest = _validDigest(entry.get("digest"))
+        if digest is not None:
+            reach.mark(digest)
+    return reach
+
+
+def leftAlone(repo: str, reach: "_Reachability", result: CollectionResult, log) -> bool:
+    """
+    Whether a sweep must leave the repository's blobs alone this round:
+    some live manifest's bytes could not be read, so what it references is
+    unknown.  Then C{result.skipped} says which, and the reason is logged
+    (on C{log}, the collector's logger).
+    """
+    if not reach.unknown:
+        return False
+    result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
+    log.warn("GC: {repo}: {why}; its blobs are left alone", repo=repo, why=result.skipped)
+    return True
+
+
+async def sweepRules(store, retention, name: str, now: float, delay: float) -> RepositoryRules:
+    """
+    The retention rules of one repository's sweep (L{rulesFor}), with its
+    recorded push and pull times (C{store.tagTimes}) when its policy needs
+    them, and the tags they describe.  Shared by the local and the S3
+    collector.
+
+    The index is read first, then the times: a tag the sweep finds as it
+    was here has its push time (written before the index change); a push
+    that lands between the two changes the index the sweep reads, so the
+    sweep leaves its tag alone (L{RepositoryRules.seen}).
+    """
+    times = seen = None
+    if retention is not None and needsTimes(retention, name):
+        index = await store._index(name)
+        seen = {} if index is None else {
+            tag: entry.get("digest") for tag, entry in index.tags.items()
+        }
+        times = await store.tagTimes.times(name)
+    return rulesFor(retention, name, now, delay, times, seen)
+
+
+async def collectRound(collector, total: CollectionResult, started: float, log,
+                       leading=lambda: True) -> CollectionResult:
+    """
+    The repositories' part of one round of a collector (local or S3): each
+    repository of the store's catalog in turn, until the collector is
+    C{stopping} or C{leading()} turns false; a failure in one is logged and
+    the others go on.  Then the round is counted (C{removed}, C{rounds},
+    C{onRound}).
+
+    @param collector: has C{store}, C{stopping}, C{removed}, C{rounds},
+        C{onRound}, C{collectRepository(name)} and C{logRemoved(name,
+        result)} (each collector words its own summary).
+    @param total: what the round removed so far (the S3 collector's stale
+        uploads), added to.
+    @param started: C{time.monotonic()} when the round started.
+    @param log: the collector's logger.
+    """
+    names = await collector.store.catalog()
+    for name in names:
+        if collector.stopping or not leading():
+            break
+        try:
+            result = await collector.collectRepository(name)
+        except Exception:
+            log.failure("GC of repository {repo} failed", repo=name)
+            continue
+        if result.removedAnything():
+            collector.logRemoved(name, result)
+        total.add(result)
+    collector.removed.add(total)
+    collector.rounds += 1
+    if collector.onRound is not None:
+        collector.onRound(total)
+    log.debug(
+        "GC of {count} repositories took {seconds:.2f} s",
+        count=len(names), seconds=time.monotonic() - started,
+    )
+    return total
 
 
 def collectRepositoryBlocking(
@@ -380,42 +532,19 @@ def collectRepositoryBlocking(
                 references[digest] = None if body is None else manifestReferences(body)
             return references[digest]
 
-        tags = {}
-        for entry in work.manifests():
-            tag = _tagOf(entry)
-            digest = _validDigest(entry.get("digest"))
-            if tag is not None and digest is not None:
-                tags[tag] = digest
-        decision = rules.decide(dict(tags), lambda digest: _mtime(blobPath(digest)))
-        naming = Counter(tags.values())
-        for tag, why in decision.delete.items():
-            result.events.append(("tag", tag, why))
-            result.tags.append(tag)
-            _dropTag(work, tag, tags, naming)
-        dead, reach = _decideManifests(work, rules, referencesOf, blobPath)
-        for digest, why in dead.items():
-            work.removeDigest(digest)
-            result.events.append(("manifest", digest, why))
+        plan = planRepository(work, rules, referencesOf, lambda digest: _mtime(blobPath(digest)))
+        result.events = plan.events
+        reach = plan.reach
         if rules.dryRun:
             result.dryRun = True
-            result.tags = []
             # Blobs stay for everything the stored index lists.
-            reach = _Reachability(referencesOf)
-            for entry in entries.manifests():
-                digest = _validDigest(entry.get("digest"))
-                if digest is not None:
-                    reach.mark(digest)
+            reach = reachableFrom(entries, referencesOf)
         else:
-            if dead or decision.delete:
+            if plan.changes():
                 _writeAtomically(indexPath, work.serialize(), commit)
-            result.manifests = sorted(dead)
-        if reach.unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(reach.unknown)[:5])
-            log.warn(
-                "GC: {repo}: {why}; its blobs are left alone",
-                repo=repoDir, why=result.skipped,
-            )
-        else:
+            result.tags = list(plan.dropped)
+            result.manifests = sorted(plan.dead)
+        if not leftAlone(repoDir, reach, result, log):
             _sweepBlobs(repoDir, reach.blobs, cutoff, result)
         _sweepTemporary(repoDir, cutoff, result)
     return result
@@ -540,12 +669,12 @@ def describeEvents(name: str, result: CollectionResult, rules: RepositoryRules) 
     return events
 
 
-def _logEvents(name: str, result: CollectionResult, rules: RepositoryRules) -> None:
+def logEvents(name: str, result: CollectionResult, rules: RepositoryRules, log=_log) -> None:
     """
     Log L{describeEvents} (on the reactor thread, after the sweep).
     """
     for format, fields in describeEvents(name, result, rules):
-        _log.info(format, **fields)
+        log.info(format, **fields)
 
 
 class GarbageCollector:
@@ -577,21 +706,10 @@ class GarbageCollector:
 
     async def rulesFor(self, name: str, now: float) -> RepositoryRules:
         """
-        The retention rules of one repository's sweep, with its recorded
-        push and pull times when its policy needs them (a journal is read in
-        the disk pool, the first time only), and the tags they describe.
+        L{sweepRules} of one repository (a journal of push and pull times
+        is read in the disk pool, the first time only).
         """
-        times = seen = None
-        if self.retention is not None and needsTimes(self.retention, name):
-            # The index first, then the times: a push that lands between
-            # the two is in the times but changes the index the sweep reads,
-            # so the sweep leaves its tag alone (RepositoryRules.seen).
-            index = await self.store._index(name)
-            seen = {} if index is None else {
-                tag: entry.get("digest") for tag, entry in index.tags.items()
-            }
-            times = await self.store.tagTimes.times(name)
-        return rulesFor(self.retention, name, now, self.delay, times, seen)
+        return await sweepRules(self.store, self.retention, name, now, self.delay)
 
     async def collectRepository(self, name: str) -> CollectionResult:
         repoDir = os.path.join(self.store.root, *name.split("/"))
@@ -601,42 +719,25 @@ class GarbageCollector:
             collectRepositoryBlocking, repoDir, now - self.delay, self.store._commit,
             rules=rules,
         )
-        _logEvents(name, result, rules)
+        logEvents(name, result, rules)
         return result
 
     async def collectAll(self) -> CollectionResult:
         """
-        One collection of every repository; a failure in one is logged and
-        the others go on.
+        One collection of every repository (L{collectRound}).
         """
-        total = CollectionResult()
-        started = time.monotonic()
-        names = await self.store.catalog()
-        for name in names:
-            if self.stopping:
-                break
-            try:
-                result = await self.collectRepository(name)
-            except Exception:
-                _log.failure("GC of repository {repo} failed", repo=name)
-                continue
-            if result.removedAnything():
-                _log.info(
-                    "GC: {repo}: removed {manifests} manifests, {blobs} blobs "
-                    "({bytes} bytes), {uploads} stale uploads",
-                    repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
-                    bytes=result.bytes, uploads=result.uploads,
-                )
-            total.add(result)
-        self.removed.add(total)
-        self.rounds += 1
-        if self.onRound is not None:
-            self.onRound(total)
-        _log.debug(
-            "GC of {count} repositories took {seconds:.2f} s",
-            count=len(names), seconds=time.monotonic() - started,
+        return await collectRound(self, CollectionResult(), time.monotonic(), _log)
+
+    def logRemoved(self, name: str, result: CollectionResult) -> None:
+        """
+        The summary of one repository's sweep that removed something.
+        """
+        _log.info(
+            "GC: {repo}: removed {manifests} manifests, {blobs} blobs "
+            "({bytes} bytes), {uploads} stale uploads",
+            repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
+            bytes=result.bytes, uploads=result.uploads,
         )
-        return total
 
 
 _DAY = 86400.0

@@ -36,14 +36,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from zotwist import oci
-from zotwist.errors import ManifestBlobsUnknown, RegistryError
-from zotwist.manifests import ManifestInfo, parseManifest
-from zotwist.storage import journal, syncer
+from zotwist.errors import RegistryError
+from zotwist.manifests import ManifestInfo
+from zotwist.storage import journal, manifestlogic, syncer
 from zotwist.storage.dedupe import Dedupe
 from zotwist.storage.index import IndexEntries, RepositoryIndex
 from zotwist.storage.interfaces import IBlobReader, IRegistryStore
 from zotwist.storage.locks import fileLock, sharedFileLock
-from zotwist.storage.lru import LRU
+from zotwist.storage.manifestlogic import ManifestCache
 from zotwist.storage.tagtimes import TagTimes
 from zotwist.storage.writers import (
     AppendWriter,
@@ -211,8 +211,8 @@ class LocalStore:
         self._repositorySet: set[str] = set()
         self._indexes: dict[str, RepositoryIndex] = {}
         self._sessions: dict[tuple[str, str], SessionState] = {}
-        self._manifestBodies = LRU(64 * 1024 * 1024)
-        self._manifestInfos = LRU(20000)
+        #: Manifest bytes and their parsed form, by digest.
+        self.manifests = ManifestCache(self._loadManifest)
         self._layouts: set[str] = set()
         self._writerEntries: dict[str, tuple] = {}
         self._indexReloads: dict[str, list] = {}
@@ -1020,46 +1020,24 @@ class LocalStore:
 
     # -- manifests --------------------------------------------------------------
 
-    def _resolve(self, index: RepositoryIndex, reference: str) -> dict | None:
-        if oci.looksLikeDigest(reference):
-            oci.parseDigest(reference)
-            return index.byDigest.get(reference)
-        oci.validateTag(reference)
-        return index.tags.get(reference)
-
     async def _requireIndex(self, name: str) -> RepositoryIndex:
-        index = await self._index(name)
-        if index is None:
-            raise RegistryError("NAME_UNKNOWN", detail={"name": name})
-        return index
+        return manifestlogic.requireRepository(await self._index(name), name)
 
     async def statManifest(self, name: str, reference: str):
         index = await self._requireIndex(name)
-        descriptor = self._resolve(index, reference)
-        if descriptor is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        digest = descriptor["digest"]
-        size = await self.statBlob(name, digest)
-        if size is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        return size, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+        return await manifestlogic.statOf(index, reference, lambda d: self.statBlob(name, d))
 
     async def getManifest(self, name: str, reference: str):
         index = await self._requireIndex(name)
-        descriptor = self._resolve(index, reference)
-        if descriptor is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        digest = descriptor["digest"]
-        body = await self._manifestBody(name, digest)
-        if body is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        self.tagTimes.pulled(name, (reference, digest) if reference != digest else (digest,))
-        return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+        body, mediaType, digest = await self.manifests.read(name, index, reference)
+        self.tagTimes.pulled(name, manifestlogic.pulledKeys(reference, digest))
+        return body, mediaType, digest
 
-    async def _manifestBody(self, name: str, digest: str) -> bytes | None:
-        body = self._manifestBodies.get(digest)
-        if body is not None:
-            return body
+    async def _loadManifest(self, name: str, digest: str) -> bytes | None:
+        """
+        A manifest's bytes for L{ManifestCache}, read from its blob file in
+        the disk pool; only when they have the digest.
+        """
         path = self._blobPath(name, digest)
 
         def read():
@@ -1070,32 +1048,11 @@ class LocalStore:
                 return None
 
         body = await self._runner.run(read)
-        if body is not None and oci.digestOf(body, digest.split(":", 1)[0]) == digest:
-            self._manifestBodies.put(digest, body, len(body))
-            return body
-        return None
+        return body if manifestlogic.holdsDigest(body, digest) else None
 
     async def putManifest(self, name: str, body: bytes, contentType, reference: str, tags):
-        tags = list(tags)
-        if oci.looksLikeDigest(reference):
-            algorithm, _ = oci.parseDigest(reference)
-            digest = oci.digestOf(body, algorithm)
-            if digest != reference:
-                raise RegistryError(
-                    "DIGEST_INVALID",
-                    message="manifest digest does not match the reference",
-                    detail={"expected": reference, "actual": digest},
-                )
-        else:
-            tags.insert(0, oci.validateTag(reference))
-            digest = oci.digestOf(body, "sha256")
-        for tag in tags:
-            oci.validateTag(tag)
-        tags = list(dict.fromkeys(tags))
-        if len(body) > 65536:
-            info = await self._runner.run(parseManifest, body, contentType, digest)
-        else:
-            info = parseManifest(body, contentType, digest)
+        digest, tags = manifestlogic.pushTarget(body, reference, tags)
+        info = await manifestlogic.parsePushed(self._runner, body, contentType, digest)
         known: dict = {}
         if info.children:
             # Children this index lists are already known as manifests:
@@ -1103,10 +1060,12 @@ class LocalStore:
             index = await self._index(name)
             if index is not None:
                 known = index.byDigest
-        blobPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.blobs]
-        childPaths = [(d.digest, self._blobPath(name, d.digest)) for d in info.children]
-        needed = blobPaths + [(d, p) for d, p in childPaths if d not in known]
-        allNeeded = blobPaths + childPaths
+        needed = [
+            (d, self._blobPath(name, d)) for d in manifestlogic.neededDigests(info, known)
+        ]
+        allNeeded = [
+            (d, self._blobPath(name, d)) for d in manifestlogic.referencedDigests(info)
+        ]
         path = self._blobPath(name, digest)
 
         def checkAndStore():
@@ -1115,9 +1074,7 @@ class LocalStore:
             missing, else store the manifest's bytes as a blob of the
             layout.
             """
-            absent = [d for d, p in needed if not os.path.isfile(p)]
-            if absent:
-                raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+            manifestlogic.refuseAbsent([d for d, p in needed if not os.path.isfile(p)])
             self._ensureLayout(name)
             if os.path.isfile(path):
                 return
@@ -1134,11 +1091,7 @@ class LocalStore:
                     _writeAtomically(path, body, self._commit)
                     dedupe.recorded(name, digest)
 
-        descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
-        if info.artifactType and info.mediaType == oci.OCI_MANIFEST and (
-            info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
-        ):
-            descriptor["artifactType"] = info.artifactType
+        descriptor = manifestlogic.descriptorFor(info, digest, len(body))
 
         def change(entries):
             # Under the index lock, where the garbage collector decides too:
@@ -1153,8 +1106,7 @@ class LocalStore:
                     continue
                 if not self._touch(p, st):
                     absent.append(d)
-            if absent:
-                raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+            manifestlogic.refuseAbsent(absent)
             try:
                 own = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
@@ -1169,15 +1121,12 @@ class LocalStore:
             return True, None
 
         await self._mutateIndex(name, change, checkAndStore)
-        self._manifestBodies.put(digest, body, len(body))
-        self._manifestInfos.put(digest, info)
+        self.manifests.remember(digest, body, info)
         self.tagTimes.pushed(name, [*tags, digest])
         return info
 
     async def deleteManifest(self, name: str, reference: str) -> None:
-        index = await self._requireIndex(name)
-        if self._resolve(index, reference) is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        manifestlogic.requireDescriptor(await self._requireIndex(name), reference)
         byDigest = oci.looksLikeDigest(reference)
 
         def change(entries):
@@ -1189,7 +1138,7 @@ class LocalStore:
 
         changed = await self._mutateIndex(name, change)
         if not changed:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+            raise manifestlogic.unknownManifest(reference)
 
     async def listTags(self, name: str) -> list[str]:
         index = await self._requireIndex(name)
@@ -1200,29 +1149,4 @@ class LocalStore:
         index = await self._index(name)
         if index is None:
             return []
-        mapping = index.referrersByDigest
-        if mapping is None:
-            version = index.version
-            mapping = {}
-            for candidate, descriptor in list(index.byDigest.items()):
-                info = await self._info(name, candidate, descriptor.get("mediaType"))
-                if info is not None and info.subject is not None:
-                    mapping.setdefault(info.subject.digest, []).append(info)
-            if index.version == version:
-                # Unchanged while the manifests were read: keep it.
-                index.referrersByDigest = mapping
-        return list(mapping.get(digest, []))
-
-    async def _info(self, name: str, digest: str, mediaType) -> ManifestInfo | None:
-        info = self._manifestInfos.get(digest)
-        if info is not None:
-            return info
-        body = await self._manifestBody(name, digest)
-        if body is None:
-            return None
-        try:
-            info = parseManifest(body, mediaType, digest)
-        except RegistryError:
-            return None
-        self._manifestInfos.put(digest, info)
-        return info
+        return await self.manifests.referrers(name, index, digest)

@@ -40,12 +40,47 @@ _COMPACT_RATIO = 2
 _COMPACT_MARGIN = 100
 
 
-def _later(a, b):
+def later(a, b):
+    """
+    The later of two times, either of which may be unknown (L{None}): times
+    only ever move forward, whoever records them in whatever order.
+    """
     if a is None:
         return b
     if b is None:
         return a
     return max(a, b)
+
+
+def merge(times: dict, key: str, pushed, pulled) -> None:
+    """
+    Fold C{(pushed, pulled)} into C{times[key]} (a C{[pushed, pulled]}
+    list, made when absent), keeping the later of each.
+    """
+    entry = times.setdefault(key, [None, None])
+    entry[0] = later(entry[0], pushed)
+    entry[1] = later(entry[1], pulled)
+
+
+async def flushLast(flushing, flush, log, message: str) -> None:
+    """
+    The last write when times stop being recorded: wait for the flush in
+    progress (its failure was logged already), then write what is left; a
+    failure is logged (C{message}, with C{e}) and not raised, so the
+    service stops anyway.
+
+    @param flushing: the Deferred of the flush in progress, or L{None}.
+    @param flush: starts a flush; awaitable.
+    """
+    if flushing is not None:
+        try:
+            await flushing
+        except Exception:
+            pass
+    try:
+        await flush()
+    except Exception as e:
+        log.error(message, e=e)
 
 
 class TagTimes:
@@ -88,22 +123,23 @@ class TagTimes:
         """
         The manifest known by C{keys} (its tags and digest) was pushed.
         """
-        when = self._clock() if when is None else when
-        dirty = self._dirty.setdefault(repository, set())
-        for key in keys:
-            entry = self._entry(repository, key)
-            entry[0] = _later(entry[0], when)
-            dirty.add(key)
+        self._note(repository, keys, 0, when)
 
     def pulled(self, repository: str, keys, when: float | None = None) -> None:
         """
         The manifest known by C{keys} was pulled.  Memory only.
         """
+        self._note(repository, keys, 1, when)
+
+    def _note(self, repository: str, keys, which: int, when: float | None) -> None:
+        """
+        Record time C{which} (0 pushed, 1 pulled) of C{keys}, to be flushed.
+        """
         when = self._clock() if when is None else when
         dirty = self._dirty.setdefault(repository, set())
         for key in keys:
             entry = self._entry(repository, key)
-            entry[1] = _later(entry[1], when)
+            entry[which] = later(entry[which], when)
             dirty.add(key)
 
     # -- reading -----------------------------------------------------------------------
@@ -120,9 +156,7 @@ class TagTimes:
             stored = await self._runner.run(self._load, repository)
             keys = self._times.setdefault(repository, {})
             for key, (pushed, pulled) in stored.items():
-                entry = keys.setdefault(key, [None, None])
-                entry[0] = _later(entry[0], pushed)
-                entry[1] = _later(entry[1], pulled)
+                merge(keys, key, pushed, pulled)
             self._loaded.add(repository)
         return {k: tuple(v) for k, v in self._times.get(repository, {}).items()}
 
@@ -144,11 +178,7 @@ class TagTimes:
                         key = record["k"]
                         if not isinstance(key, str):
                             continue
-                        pushed = _time(record.get("push"))
-                        pulled = _time(record.get("pull"))
-                        entry = found.setdefault(key, [None, None])
-                        entry[0] = _later(entry[0], pushed)
-                        entry[1] = _later(entry[1], pulled)
+                        merge(found, key, _time(record.get("push")), _time(record.get("pull")))
                     except (ValueError, KeyError, TypeError):
                         continue  # a torn or foreign line
                 if lines > _COMPACT_RATIO * len(found) + _COMPACT_MARGIN:
@@ -248,15 +278,10 @@ class TagTimes:
             loop, self._loop = self._loop, None
             if loop.running:
                 loop.stop()
-        if self._flushing is not None:
-            try:
-                await self._flushing
-            except Exception:
-                pass
-        try:
-            await self.flush()
-        except Exception as e:
-            self._log.error("retention: writing push/pull times failed: {e}", e=e)
+        await flushLast(
+            self._flushing, self.flush, self._log,
+            "retention: writing push/pull times failed: {e}",
+        )
 
 
 def _time(value):

@@ -176,15 +176,24 @@ class RegistryAPI:
         if self._redirectBlobs and request.method == b"GET":
             await self._redirectBlob(request, name, digest)
             return
-        reader = await self._store.openBlob(name, digest)
-        size = reader.size
+        if request.method == b"HEAD":
+            # A stat answers a HEAD: no file to open and close, and on the
+            # local store no trip through the disk pool.
+            reader = None
+            size = await self._store.statBlob(name, digest)
+            if size is None:
+                raise RegistryError("BLOB_UNKNOWN", detail={"digest": digest})
+        else:
+            reader = await self._store.openBlob(name, digest)
+            size = reader.size
         request.setHeader(b"Docker-Content-Digest", digest.encode())
         request.setHeader(b"Content-Type", b"application/octet-stream")
         request.setHeader(b"Accept-Ranges", b"bytes")
         request.setHeader(b"ETag", f'"{digest}"'.encode())
         wanted = parseByteRange(_header(request, "Range"), size)
         if wanted == "unsatisfiable":
-            reader.close()
+            if reader is not None:
+                reader.close()
             raise RegistryError(
                 "BLOB_UNKNOWN",
                 message="requested range not satisfiable",
@@ -199,8 +208,9 @@ class RegistryAPI:
             request.setResponseCode(206)
             request.setHeader(b"Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}".encode())
         request.setHeader(b"Content-Length", str(length).encode())
-        if request.method == b"HEAD" or length == 0:
-            reader.close()
+        if reader is None or length == 0:
+            if reader is not None:
+                reader.close()
             request.finish()
             return
         if self._sender is not None and canSendfile(request, reader):

@@ -20,6 +20,11 @@ from zotwist.web.bodies import RegistryRequest
 from zotwist.web.resource import V2Resource, sendError
 
 
+def _wants(observer) -> bool:
+    wanted = getattr(observer, "wanted", None)
+    return wanted is None or wanted()
+
+
 class RootResource(Resource):
     """
     C{/}: C{/v2} and the operational endpoints (L{zotwist.ops.endpoints});
@@ -123,7 +128,8 @@ class RegistrySite(Site):
     @ivar store: the L{zotwist.storage.interfaces.IRegistryStore}.
     @ivar requestObservers: callables given a
         L{zotwist.ops.access.RequestSummary} for every request that ends,
-        answered or cut off (the access log, the metrics).
+        answered or cut off (the access log, the metrics).  An observer
+        with a C{wanted()} method that returns false is skipped for now.
     @ivar connections: the open connections, for a graceful stop.
     """
 
@@ -155,10 +161,11 @@ class RegistrySite(Site):
         return channel
 
     def _report(self, request, aborted: bool) -> None:
-        if not self.requestObservers:
+        observers = [o for o in self.requestObservers if _wants(o)]
+        if not observers:
             return
         summary = summarize(request, aborted=aborted)
-        for observer in self.requestObservers:
+        for observer in observers:
             try:
                 observer(summary)
             except Exception:

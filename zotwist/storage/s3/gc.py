@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_s3_gc -*-
+# -*- test-case-name: tests.test_s3_gc,tests.test_s3_retention -*-
 """
 Garbage collection of an S3 store, by the cluster's leader only.
 
@@ -7,6 +7,20 @@ C{gcInterval}), per repository:
  - untagged manifests older than C{gcDelay} that no live index lists;
  - untagged referrers older than C{gcDelay} whose subject is not live;
  - blobs no live manifest references, older than C{gcDelay};
+with C{storage.retention}, each repository's sweep first applies its
+policy exactly as the local collector does (the decision is the shared
+L{zotwist.storage.gc.planRepository}): tags its C{keepTags} do not keep
+go, judged on the push and pull times every instance records in Redis
+(L{zotwist.storage.s3.tagtimes}; a tag without a push time counts as pushed
+when its manifest object was last written or used), and C{deleteUntagged},
+C{deleteReferrers} and C{retention.delay} replace the defaults above for
+untagged manifests and referrers; a dry run changes no index and logs
+what would go.  Tags and manifests are removed under the repository's
+fenced lock through the index writer every tag DELETE goes through
+(L{RepositoryMetadata.writeLocked}: conditional S3 write, change log for
+the other instances' caches), each tag only if it still names the manifest
+it named when the times were read.  The removed images' blobs then go
+like any unreferenced blob, once older than C{gcDelay};
 and, once per round, for the whole store:
  - upload sessions (C{upload:<id>} in Redis) not updated for C{gcDelay},
    and multipart uploads under C{.uploads/} started before C{gcDelay} ago
@@ -42,12 +56,25 @@ each repository.  Schedule it with L{zotwist.storage.gc.GarbageCollectionService
 """
 
 import time
+from collections import Counter
 from datetime import datetime
 
 from twisted.logger import Logger
 
-from zotwist.storage.gc import CollectionResult, _validDigest, manifestReferences
-from zotwist.storage.index import _tagOf
+from zotwist.storage.gc import (
+    CollectionResult,
+    _dropTag,
+    _validDigest,
+    collectRound,
+    leftAlone,
+    logEvents,
+    manifestReferences,
+    planRepository,
+    reachableFrom,
+    sweepRules,
+)
+from zotwist.storage.index import IndexEntries
+from zotwist.storage.retention import RepositoryRules
 
 _log = Logger()
 
@@ -74,13 +101,17 @@ class S3GarbageCollector:
     @param lease: the instance's L{LeaderLease}; L{None} collects
         unconditionally (tests, single instance).
     @param clock: returns the current time as C{time.time} does.
+    @param retention: C{storage.retention} (a
+        L{zotwist.config.RetentionConfig}), or L{None}: applied to each
+        repository under its lock, as by the local collector.
     """
 
-    def __init__(self, store, delay: float, lease=None, clock=time.time):
+    def __init__(self, store, delay: float, lease=None, clock=time.time, retention=None):
         self.store = store
         self.delay = delay
         self.lease = lease
         self.clock = clock
+        self.retention = retention
         self.stopping = False
         self.removed = CollectionResult()
         self.rounds = 0
@@ -103,38 +134,55 @@ class S3GarbageCollector:
             total.uploads += await self.collectUploads()
         except Exception:
             _log.failure("GC of stale uploads failed")
-        names = await self.store.catalog()
-        for name in names:
-            if self.stopping or not self._leading():
-                break
-            try:
-                result = await self.collectRepository(name)
-            except Exception:
-                _log.failure("GC of repository {repo} failed", repo=name)
-                continue
-            if result.removedAnything():
-                _log.info(
-                    "GC: {repo}: removed {manifests} manifests, {blobs} blobs ({bytes} bytes)",
-                    repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
-                    bytes=result.bytes,
-                )
-            total.add(result)
-        self.removed.add(total)
-        self.rounds += 1
-        if self.onRound is not None:
-            self.onRound(total)
-        _log.debug(
-            "GC of {count} repositories took {seconds:.2f} s",
-            count=len(names), seconds=time.monotonic() - started,
+        return await collectRound(self, total, started, _log, self._leading)
+
+    def logRemoved(self, name: str, result: CollectionResult) -> None:
+        """
+        The summary of one repository's sweep that removed something.
+        """
+        _log.info(
+            "GC: {repo}: removed {manifests} manifests, {blobs} blobs ({bytes} bytes)",
+            repo=name, manifests=len(result.manifests), blobs=len(result.blobs),
+            bytes=result.bytes,
         )
-        return total
 
     # -- one repository ------------------------------------------------------------
 
+    async def rulesFor(self, name: str, now: float) -> RepositoryRules:
+        """
+        L{sweepRules} of one repository, with its push and pull times from
+        Redis (L{zotwist.storage.s3.tagtimes}).
+        """
+        return await sweepRules(self.store, self.retention, name, now, self.delay)
+
     async def collectRepository(self, name: str) -> CollectionResult:
         store = self.store
+        now = self.clock()
+        rules = await self.rulesFor(name, now)
         async with store.locks.hold(name) as held:
-            return await self._collectLocked(name, held, self.clock() - self.delay)
+            result = await self._collectLocked(name, held, now - self.delay, rules)
+        logEvents(name, result, rules, _log)
+        if rules.times and not rules.dryRun:
+            await self._forgetTimes(name, rules)
+        return result
+
+    async def _forgetTimes(self, name: str, rules: RepositoryRules) -> None:
+        """
+        Drop the recorded times of tags and manifests the index no longer
+        lists, once they are older than the retention delay (an older push
+        cannot be in flight: its lock wait is far shorter), so the hash does
+        not grow with every tag ever pushed.
+        """
+        index = await self.store._index(name)
+        listed = set() if index is None else set(index.tags) | set(index.byDigest)
+        stale = {
+            key: (pushed, pulled)
+            for key, (pushed, pulled) in rules.times.items()
+            if key not in listed
+            and max(t for t in (pushed, pulled, float("-inf")) if t is not None) < rules.cutoff
+        }
+        if stale:
+            await self.store.tagTimes.forget(name, stale)
 
     async def _ages(self, name: str) -> dict:
         """
@@ -159,89 +207,79 @@ class S3GarbageCollector:
                 found[digest] = (size, max(mtime, float(when)))
         return found
 
-    async def _collectLocked(self, name: str, held, cutoff: float) -> CollectionResult:
+    async def _references(self, name: str, held, entries) -> dict:
+        """
+        What each manifest the index lists references, and the children of
+        those, to the end (L{manifestReferences}; L{None} for bytes that
+        cannot be read): read before deciding, so that the decision
+        (L{planRepository}) is the local collector's, synchronous.
+        """
+        references: dict[str, tuple | None] = {}
+        pending = [
+            d for d in (_validDigest(e.get("digest")) for e in entries.manifests())
+            if d is not None
+        ]
+        while pending:
+            digest = pending.pop()
+            if digest in references:
+                continue
+            await held.ensure()  # a repository of many manifests takes a while
+            body = await self.store.manifests.body(name, digest)
+            refs = references[digest] = None if body is None else manifestReferences(body)
+            if refs is not None:
+                pending.extend(refs[1])
+        return references
+
+    async def _collectLocked(self, name: str, held, cutoff: float,
+                             rules: RepositoryRules | None = None) -> CollectionResult:
         store = self.store
         metadata = store.metadata
+        if rules is None:
+            rules = RepositoryRules(cutoff=cutoff)
         result = CollectionResult()
         entries, _ = await metadata.readForWrite(name)
         ages = await self._ages(name)
-        references: dict[str, tuple | None] = {}
+        references = await self._references(name, held, entries)
 
-        async def referencesOf(digest: str):
-            if digest not in references:
-                await held.ensure()  # a repository of many manifests takes a while
-                body = await store._manifestBody(name, digest)
-                references[digest] = None if body is None else manifestReferences(body)
-            return references[digest]
-
-        tagged, untagged = set(), set()
-        for entry in entries.manifests():
-            digest = _validDigest(entry.get("digest"))
-            if digest is None:
-                continue
-            (tagged if _tagOf(entry) is not None else untagged).add(digest)
-        untagged -= tagged
-        roots = set(tagged)
-        old = set()
-        for digest in untagged:
+        def ageOf(digest: str):
             age = ages.get(digest)
-            if age is not None and age[1] < cutoff:
-                old.add(digest)
-            else:
-                roots.add(digest)  # young, or bytes missing: kept
-        live: set[str] = set()
-        keep: set[str] = set()
-        unknown: list[str] = []
+            return None if age is None else age[1]
 
-        async def mark(digest: str) -> None:
-            stack = [digest]
-            while stack:
-                current = stack.pop()
-                if current in live:
-                    continue
-                live.add(current)
-                keep.add(current)
-                refs = await referencesOf(current)
-                if refs is None:
-                    unknown.append(current)
-                    continue
-                keep.update(refs[0])
-                stack.extend(refs[1])
+        # A dry run decides on a copy; otherwise the entries as read are
+        # planned on, and the plan is applied again, checked, through the
+        # index writer (the change log readers replay).
+        work = IndexEntries.fromManifests(entries.manifests()) if rules.dryRun else entries
+        plan = planRepository(work, rules, references.get, ageOf)
+        reach = plan.reach
+        if rules.dryRun:
+            result.dryRun = True
+            result.events = plan.events
+            reach = reachableFrom(entries, references.get)
+        elif plan.changes():
+            dropped, dead = plan.dropped, sorted(plan.dead)
 
-        for digest in roots:
-            await mark(digest)
-        pending = set(old)
-        changed = True
-        while changed:
-            changed = False
-            for digest in list(pending):
-                if digest in live:
-                    pending.discard(digest)
-                    continue
-                refs = await referencesOf(digest)
-                if refs is not None and refs[2] is not None and refs[2] in live:
-                    await mark(digest)
-                    pending.discard(digest)
-                    changed = True
-        dead = sorted(d for d in old if d not in live)
-        if dead:
+            async def remove(entries):
+                current = {tag: entry.get("digest") for tag, entry in entries.tags.items()}
+                naming = Counter(current.values())
+                tags = []
+                for tag, digest in dropped.items():
+                    if current.get(tag) == digest:  # not moved since it was judged
+                        _dropTag(entries, tag, current, naming)
+                        tags.append(tag)
+                named = set(current.values())
+                manifests = [d for d in dead if d not in named and entries.removeDigest(d)]
+                return bool(tags or manifests), (tags, manifests)
 
-            async def removeDead(entries):
-                removed = [d for d in dead if entries.removeDigest(d)]
-                return bool(removed), removed
-
-            ((ok, value),) = await metadata.writeLocked(name, held, [removeDead])
+            ((ok, value),) = await metadata.writeLocked(name, held, [remove])
             if not ok:
                 value.raiseException()
-            result.manifests = value
-        if unknown:
-            result.skipped = "unreadable manifests " + ", ".join(sorted(unknown)[:5])
-            _log.warn(
-                "GC: {repo}: {why}; its blobs are left alone", repo=name, why=result.skipped
-            )
+            result.tags, result.manifests = value
+            removed = set(result.tags) | set(result.manifests)
+            result.events = [e for e in plan.events if e[1] in removed]
+        if leftAlone(name, reach, result, _log):
             return result
         for digest, (size, age) in sorted(ages.items()):
-            if digest in keep or age >= cutoff:
+            if digest in reach.blobs or age >= cutoff:
                 continue
             await held.ensure()
             if await self._deleteBlob(name, digest, cutoff):

@@ -67,6 +67,31 @@ from zotwist.storage.index import IndexEntries, RepositoryIndex
 
 LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 
+#: Lua shared by L{_READ} and L{_SINCE}: C{changesSince(key, since,
+#: version, limit)} answers the index log's changes (the list at C{key},
+#: kept to C{limit} entries) after version C{since} up to C{version},
+#: oldest first, or nil when the log no longer holds every one of them;
+#: C{appended(answer, items)} is C{answer} with C{items} added at its end.
+_CHANGES_SINCE = """
+local function changesSince(key, since, version, limit)
+    since = tonumber(since)
+    local missing = tonumber(version) - since
+    if missing > 0 and missing <= tonumber(limit) then
+        local log = redis.call('LRANGE', key, -missing, -1)
+        if #log == missing and tonumber(string.match(log[1], '^%d+')) == since + 1 then
+            return log
+        end
+    end
+    return nil
+end
+local function appended(answer, items)
+    for i = 1, #items do
+        answer[#answer + 1] = items[i]
+    end
+    return answer
+end
+"""
+
 #: KEYS: indexver, index, repos, ready, indexetag, indexlog; ARGV: cached
 #: version ('' for none), repository name, the version and ETag of the
 #: entries this process's writer keeps ('' for none), the log's length.
@@ -76,7 +101,7 @@ LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 #: {4, version, etag}, 5 changed and the log holds every change since the
 #: writer's entries {5, version, etag, changes...}, -1 Redis is not ready
 #: (empty after a restart: the state must be rebuilt).
-_READ = """
+_READ = _CHANGES_SINCE + """
 if redis.call('EXISTS', KEYS[4]) == 0 then
     return {-1, '', ''}
 end
@@ -95,17 +120,9 @@ if ARGV[3] ~= '' and etag then
     if v == ARGV[3] and etag == ARGV[4] then
         return {4, v, etag}
     end
-    local since = tonumber(ARGV[3])
-    local missing = tonumber(v) - since
-    if missing > 0 and missing <= tonumber(ARGV[5]) then
-        local log = redis.call('LRANGE', KEYS[6], -missing, -1)
-        if #log == missing and tonumber(string.match(log[1], '^%d+')) == since + 1 then
-            local answer = {5, v, etag}
-            for i = 1, #log do
-                answer[#answer + 1] = log[i]
-            end
-            return answer
-        end
+    local log = changesSince(KEYS[6], ARGV[3], v, ARGV[5])
+    if log then
+        return appended({5, v, etag}, log)
     end
 end
 return {3, v, redis.call('GET', KEYS[2]) or ''}
@@ -149,7 +166,7 @@ return version
 #: current, {etag, version, 1, changes...} when the log holds every change
 #: since (oldest first), else {etag, version, 2, bytes}; {'', '', 2, ''}
 #: when Redis has no index.
-_SINCE = """
+_SINCE = _CHANGES_SINCE + """
 local etag = redis.call('GET', KEYS[2])
 local version = redis.call('GET', KEYS[3])
 if not etag or not version then
@@ -159,17 +176,9 @@ if ARGV[1] ~= '' then
     if version == ARGV[1] and etag == ARGV[2] then
         return {etag, version, 0, ARGV[1]}
     end
-    local since = tonumber(ARGV[1])
-    local missing = tonumber(version) - since
-    if missing > 0 and missing <= tonumber(ARGV[3]) then
-        local log = redis.call('LRANGE', KEYS[4], -missing, -1)
-        if #log == missing and tonumber(string.match(log[1], '^%d+')) == since + 1 then
-            local answer = {etag, version, 1, ARGV[1]}
-            for i = 1, #log do
-                answer[#answer + 1] = log[i]
-            end
-            return answer
-        end
+    local log = changesSince(KEYS[4], ARGV[1], version, ARGV[3])
+    if log then
+        return appended({etag, version, 1, ARGV[1]}, log)
     end
 end
 return {etag, version, 2, ARGV[1], redis.call('GET', KEYS[1]) or ''}

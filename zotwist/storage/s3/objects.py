@@ -467,6 +467,19 @@ class RangeReader:
             self._runner.run(stream.close)
 
 
+
+def driverFlag(value, default: bool) -> bool:
+    """
+    A boolean key of C{storageDriver}: zot's configs write them as JSON
+    booleans or as strings (C{"false"} must not count as true).
+    """
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 class ObjectStore:
     """
     L{BlockingObjects}'s calls run in a thread pool, as L{Deferred}s.
@@ -510,9 +523,9 @@ class ObjectStore:
             folded.get("accesskey"),
             folded.get("secretkey"),
             folded.get("region") or "us-east-1",
-            bool(folded.get("secure", True)),
-            bool(folded.get("skipverify", False)),
-            bool(folded.get("forcepathstyle", False)),
+            driverFlag(folded.get("secure"), True),
+            driverFlag(folded.get("skipverify"), False),
+            driverFlag(folded.get("forcepathstyle"), False),
         )
 
     def head(self, key: str) -> Deferred:

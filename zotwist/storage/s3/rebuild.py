@@ -16,6 +16,10 @@ once and restores, per repository and under that repository's lock:
 Then it sets C{ready}.  The other instances wait for C{ready} (or take the
 lock over if the rebuilder dies, when its lock expires).
 
+Push and pull times (C{tagtimes:<repo>}, for retention) are not in the
+bucket and stay lost: see L{zotwist.storage.s3.tagtimes} for how a tag
+without them is judged.
+
 Restoring is additive (C{HSET}, C{SADD}): a blob upload that records itself
 in Redis while the listing runs is not undone.  Upload sessions lived only
 in Redis: their clients start again, and the collector aborts the orphaned

@@ -30,11 +30,11 @@ from zope.interface import implementer
 from zotwist import oci
 from zotwist.coordination.lease import LeaderLease
 from zotwist.coordination.locks import FencedLocks
-from zotwist.errors import ManifestBlobsUnknown, RegistryError
-from zotwist.manifests import ManifestInfo, parseManifest
+from zotwist.manifests import ManifestInfo
+from zotwist.storage import manifestlogic
 from zotwist.storage.index import RepositoryIndex
 from zotwist.storage.interfaces import IRegistryStore
-from zotwist.storage.lru import LRU
+from zotwist.storage.manifestlogic import ManifestCache
 from zotwist.storage.s3.metadata import (
     BYTES_MISSING,
     IndexWriteRefused,
@@ -42,6 +42,7 @@ from zotwist.storage.s3.metadata import (
     RepositoryMetadata,
     S3Layout,
 )
+from zotwist.storage.s3.tagtimes import S3TagTimes
 
 #: Seconds the repository lock lives unless its holder extends it (the
 #: holder extends it before each index write and while the collector works):
@@ -64,14 +65,6 @@ def _folded(document: dict | None, name: str, default=None):
     return default
 
 
-def _flag(value, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
 @implementer(IRegistryStore)
 class S3Store:
     """
@@ -88,6 +81,10 @@ class S3Store:
     @ivar touchAfter: like L{zotwist.storage.local.LocalStore.touchAfter}:
         seconds after which a use of a blob is noted again for the
         collector; L{None} (no collector) notes nothing.
+    @ivar tagTimes: the push and pull times of tags and manifests
+        (L{S3TagTimes}), for retention.
+    @ivar manifests: the L{ManifestCache} of manifest bytes and their
+        parsed form in this process.
     """
 
     _log = Logger()
@@ -120,14 +117,14 @@ class S3Store:
         self.metadata = RepositoryMetadata(
             redis, objects, self.locks, self.layout, preconditionFailed
         )
-        self._manifestBodies = LRU(64 * 1024 * 1024)
-        self._manifestInfos = LRU(20000)
+        self.manifests = ManifestCache(self._loadManifest)
         #: Thread pools this store made and starts and stops.
         self._ownedRunners: list = []
         self._touched: dict[tuple, float] = {}
         self._rebuilding = None
         self._readyWaiters: list = []
         self.touchAfter: float | None = None
+        self.tagTimes = S3TagTimes(redis, reactor)
 
     @classmethod
     def fromConfig(cls, storageConfig, runner, reactor, uploadRunner=None) -> "S3Store":
@@ -147,7 +144,7 @@ class S3Store:
         """
         from zotwist.coordination.client import RedisClient, storePrefix
         from zotwist.storage.s3.blobs import S3Blobs
-        from zotwist.storage.s3.objects import ObjectStore
+        from zotwist.storage.s3.objects import ObjectStore, driverFlag
         from zotwist.threads import ThreadPoolRunner
 
         driver = storageConfig.storageDriver or {}
@@ -165,9 +162,9 @@ class S3Store:
             _folded(driver, "accesskey"),
             _folded(driver, "secretkey"),
             _folded(driver, "region", "us-east-1") or "us-east-1",
-            _flag(_folded(driver, "secure"), True),
-            _flag(_folded(driver, "skipverify"), False),
-            _flag(_folded(driver, "forcepathstyle"), False),
+            driverFlag(_folded(driver, "secure"), True),
+            driverFlag(_folded(driver, "skipverify"), False),
+            driverFlag(_folded(driver, "forcepathstyle"), False),
         )
         redis = RedisClient(_folded(cache, "url"), runner, storePrefix(bucket, rootdirectory))
         partRunner = ThreadPoolRunner(reactor, minThreads=0, maxThreads=16, name="s3-parts")
@@ -198,9 +195,11 @@ class S3Store:
         for runner in self._ownedRunners:
             if not runner.running:
                 runner.startService()
+        self.tagTimes.start()
         await self.ensureReady()
 
     async def stopService(self) -> None:
+        await self.tagTimes.stop()
         self.locks.stop()
         await self.blobs.engine.settled()
         for runner in self._ownedRunners:
@@ -252,10 +251,7 @@ class S3Store:
             return await self.metadata.index(name)
 
     async def _requireIndex(self, name: str) -> RepositoryIndex:
-        index = await self._index(name)
-        if index is None:
-            raise RegistryError("NAME_UNKNOWN", detail={"name": name})
-        return index
+        return manifestlogic.requireRepository(await self._index(name), name)
 
     async def catalog(self) -> list[str]:
         if not await self.metadata.isReady():
@@ -337,78 +333,39 @@ class S3Store:
 
     # -- manifests ------------------------------------------------------------------
 
-    def _resolve(self, index: RepositoryIndex, reference: str) -> dict | None:
-        if oci.looksLikeDigest(reference):
-            oci.parseDigest(reference)
-            return index.byDigest.get(reference)
-        oci.validateTag(reference)
-        return index.tags.get(reference)
-
     async def statManifest(self, name: str, reference: str):
         index = await self._requireIndex(name)
-        descriptor = self._resolve(index, reference)
-        if descriptor is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        digest = descriptor["digest"]
-        size = (await self.metadata.heldSizes(name, [digest]))[digest]
-        if size is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        return size, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+
+        async def heldSize(digest):
+            return (await self.metadata.heldSizes(name, [digest]))[digest]
+
+        return await manifestlogic.statOf(index, reference, heldSize)
 
     async def getManifest(self, name: str, reference: str):
         index = await self._requireIndex(name)
-        descriptor = self._resolve(index, reference)
-        if descriptor is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        digest = descriptor["digest"]
-        body = await self._manifestBody(name, digest)
-        if body is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
-        return body, descriptor.get("mediaType") or oci.OCI_MANIFEST, digest
+        body, mediaType, digest = await self.manifests.read(name, index, reference)
+        self.tagTimes.pulled(name, manifestlogic.pulledKeys(reference, digest))
+        return body, mediaType, digest
 
-    async def _manifestBody(self, name: str, digest: str) -> bytes | None:
+    async def _loadManifest(self, name: str, digest: str) -> bytes | None:
         """
-        A manifest's bytes: from this process's LRU, else the copy in Redis
-        (written by the instance that stored them), else S3.  Bytes from
-        Redis or S3 count only when they have the digest.
+        A manifest's bytes for L{ManifestCache}: the copy in Redis (written
+        by the instance that stored them), else S3.  Bytes from Redis or S3
+        count only when they have the digest.
         """
-        body = self._manifestBodies.get(digest)
-        if body is not None:
-            return body
-        algorithm = digest.split(":", 1)[0]
         body = await self.metadata.cachedManifest(digest)
-        if body is not None and oci.digestOf(body, algorithm) == digest:
-            self._manifestBodies.put(digest, body, len(body))
+        if manifestlogic.holdsDigest(body, digest):
             return body
         body = await self.objects.get(self.layout.blobKey(name, digest))
-        if body is not None and oci.digestOf(body, algorithm) == digest:
-            self._manifestBodies.put(digest, body, len(body))
+        if manifestlogic.holdsDigest(body, digest):
             await self.metadata.cacheManifest(digest, body)
             return body
         return None
 
     async def putManifest(self, name: str, body: bytes, contentType, reference: str, tags):
-        tags = list(tags)
-        if oci.looksLikeDigest(reference):
-            algorithm, _ = oci.parseDigest(reference)
-            digest = oci.digestOf(body, algorithm)
-            if digest != reference:
-                raise RegistryError(
-                    "DIGEST_INVALID",
-                    message="manifest digest does not match the reference",
-                    detail={"expected": reference, "actual": digest},
-                )
-        else:
-            tags.insert(0, oci.validateTag(reference))
-            digest = oci.digestOf(body, "sha256")
-        for tag in tags:
-            oci.validateTag(tag)
-        tags = list(dict.fromkeys(tags))
-        if len(body) > 65536:
-            info = await self._runner.run(parseManifest, body, contentType, digest)
-        else:
-            info = parseManifest(body, contentType, digest)
-        allNeeded = [d.digest for d in info.blobs] + [d.digest for d in info.children]
+        digest, tags = manifestlogic.pushTarget(body, reference, tags)
+        info = await manifestlogic.parsePushed(self._runner, body, contentType, digest)
+        allNeeded = manifestlogic.referencedDigests(info)
         known = {}
         if info.children:
             # An index's children may be listed manifests: the index is read
@@ -426,22 +383,13 @@ class S3Store:
                 # Redis lost its state: rebuild it before answering 400.
                 await self.ensureReady()
                 held = await self.metadata.heldSizes(name, allNeeded + [digest])
-        needed = [d.digest for d in info.blobs] + [
-            d.digest for d in info.children if d.digest not in known
-        ]
-        absent = [d for d in needed if held[d] is None]
-        if absent:
-            raise ManifestBlobsUnknown(list(dict.fromkeys(absent)))
+        needed = manifestlogic.neededDigests(info, known)
+        manifestlogic.refuseAbsent([d for d in needed if held[d] is None])
         wrote = held[digest] is None
         if wrote:
             await self.metadata.putBlobBytes(name, digest, body)
-        self._manifestBodies.put(digest, body, len(body))
-        self._manifestInfos.put(digest, info)
-        descriptor = {"mediaType": info.mediaType, "digest": digest, "size": len(body)}
-        if info.artifactType and info.mediaType == oci.OCI_MANIFEST and (
-            info.artifactType != (info.blobs[0].mediaType if info.blobs else None)
-        ):
-            descriptor["artifactType"] = info.artifactType
+        self.manifests.remember(digest, body, info)
+        descriptor = manifestlogic.descriptorFor(info, digest, len(body))
         # Applied under the repository lock (by whichever instance holds
         # it), where the garbage collector decides too: what this manifest
         # needs must be held then, and becomes referenced before the lock is
@@ -450,6 +398,9 @@ class S3Store:
             "kind": "put", "needs": allNeeded, "digest": digest,
             "descriptor": descriptor, "tags": tags,
         }
+        # Before the index change: a tag the collector sees has its push
+        # time (zotwist.storage.s3.tagtimes).
+        await self.tagTimes.pushed(name, [*tags, digest])
         for _ in range(3):
             if await self.metadata.mutate(name, job) != BYTES_MISSING:
                 break
@@ -462,15 +413,13 @@ class S3Store:
         return info
 
     async def deleteManifest(self, name: str, reference: str) -> None:
-        index = await self._requireIndex(name)
-        if self._resolve(index, reference) is None:
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+        manifestlogic.requireDescriptor(await self._requireIndex(name), reference)
         job = {
             "kind": "delete", "reference": reference,
             "byDigest": oci.looksLikeDigest(reference),
         }
         if not await self.metadata.mutate(name, job):
-            raise RegistryError("MANIFEST_UNKNOWN", detail={"reference": reference})
+            raise manifestlogic.unknownManifest(reference)
 
     async def listTags(self, name: str) -> list[str]:
         index = await self._requireIndex(name)
@@ -481,25 +430,4 @@ class S3Store:
         index = await self._index(name)
         if index is None:
             return []
-        if index.referrersByDigest is None:
-            mapping: dict[str, list[ManifestInfo]] = {}
-            for candidate, descriptor in list(index.byDigest.items()):
-                info = await self._info(name, candidate, descriptor.get("mediaType"))
-                if info is not None and info.subject is not None:
-                    mapping.setdefault(info.subject.digest, []).append(info)
-            index.referrersByDigest = mapping
-        return list(index.referrersByDigest.get(digest, []))
-
-    async def _info(self, name: str, digest: str, mediaType) -> ManifestInfo | None:
-        info = self._manifestInfos.get(digest)
-        if info is not None:
-            return info
-        body = await self._manifestBody(name, digest)
-        if body is None:
-            return None
-        try:
-            info = parseManifest(body, mediaType, digest)
-        except RegistryError:
-            return None
-        self._manifestInfos.put(digest, info)
-        return info
+        return await self.manifests.referrers(name, index, digest)

@@ -37,6 +37,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from zotwist import oci
+from zotwist.coordination.scripts import DELETE_IF_OWNED, PEXPIRE_IF_OWNED
 from zotwist.errors import RegistryError
 from zotwist.storage.s3.hashing import ResumableHash
 from zotwist.storage.writers import QueuedWriter
@@ -65,20 +66,6 @@ DEFAULT_SESSION_TTL = 86400 + 3600
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}\Z")
 
-#: Refresh a lock's expiry, if it is still ours.
-_REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-#: Release a lock, if it is still ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 #: Save a session's fields, only while holding its lock and only if the
 #: session still exists (a cancel or completion elsewhere ended it).
 _SAVE = """
@@ -212,8 +199,8 @@ class UploadEngine:
         self.sessionTTL = sessionTTL
         self._finishing: set = set()
         r = redis.redis
-        self._refresh = r.register_script(_REFRESH)
-        self._release = r.register_script(_RELEASE)
+        self._refresh = r.register_script(PEXPIRE_IF_OWNED)
+        self._release = r.register_script(DELETE_IF_OWNED)
         self._save = r.register_script(_SAVE)
 
     def finishing(self, d: Deferred) -> Deferred:
