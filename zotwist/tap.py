@@ -38,6 +38,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from zotwist import oci
 from zotwist.auth.authenticator import (
     authenticationConfigured,
     buildAuthenticator,
@@ -123,6 +124,7 @@ def makeServiceFromConfig(
     if reactor is None:
         from twisted.internet import reactor
     tuneAllocator()
+    oci.sha256Backend()  # say in the log how pushes will be hashed
     top = OrderedMultiService()
     settings = ReloadableSettings(config)
     logs = LogService(config)
