@@ -36,7 +36,7 @@ from zotwist.sha256mb.kernel import (
 )
 from zotwist.sha256mb.mill import Mill
 from zotwist.sha256mb.stream import Sha256
-from zotwist.storage.writers import FreshWriter, SessionState, hashFile
+from zotwist.storage.writers import AppendWriter, FreshWriter, SessionState, hashFile
 from zotwist.threads import ThreadPoolRunner
 
 #: The lengths around SHA-256's padding boundaries.
@@ -397,8 +397,11 @@ class StreamTests(SynchronousTestCase):
     def test_batching(self):
         """
         Streams that arrive while a round runs are hashed together in the
-        next one, in one kernel call.
+        next one, in one kernel call (one hashing thread here: with two, the
+        second would take them at once).
         """
+        self.mill = Mill(self.mill.kernel, quantum=self.quantum, threads=1)
+        self.addCleanup(self.mill.stop)
         counts = self._holdFirstRound(lambda: len(self.mill._ready) >= 3)
         # The first stream outlasts its first round, whatever the quantum.
         inputs = [os.urandom(600000)] + [os.urandom(50000 + i) for i in range(3)]
@@ -411,6 +414,27 @@ class StreamTests(SynchronousTestCase):
         )
         self.assertEqual(counts[0], 1)
         self.assertEqual(max(counts), 4)
+
+    def test_twoThreads(self):
+        """
+        With two hashing threads, a stream held in one thread's round does
+        not hold up another stream: the second thread hashes it meanwhile,
+        and both digests are right.
+        """
+        self.mill = Mill(self.mill.kernel, quantum=self.quantum, threads=2)
+        self.addCleanup(self.mill.stop)
+        release = threading.Event()
+        self._holdFirstRound(release.is_set)
+        self.addCleanup(release.set)
+        first, second = os.urandom(100000), os.urandom(70000)
+        held = self.new(first)
+        self.assertTrue(self.firstRound.wait(30))
+        other = self.new(second)
+        # Not held: the other thread hashes it while the first round waits.
+        self.assertEqual(other.hexdigest(), hashlib.sha256(second).hexdigest())
+        self.assertFalse(release.is_set())
+        release.set()
+        self.assertEqual(held.hexdigest(), hashlib.sha256(first).hexdigest())
 
     def test_depth(self):
         """
@@ -553,6 +577,52 @@ class WriterFlushTests(TestCase):
         self.assertFalse(sha256mb.pending(writer.state.hasher))
         self.assertEqual(writer.state.digest(), "sha256:" + hashlib.sha256(data).hexdigest())
         writer.close()
+
+    async def test_patchDoesNotWaitForHashing(self):
+        """
+        An L{AppendWriter} (a PATCH) is flushed once its bytes are written,
+        while its hash is still running; the digest, taken off the reactor
+        thread as the closing PUT does, covers this chunk and the next.
+        """
+        mill = sha256mb.defaultMill()
+        kernel = mill.kernel
+        real = kernel.run
+        release = threading.Event()
+        held = threading.Event()
+
+        def holding(lanes, count, maxBlocks=0):
+            held.set()
+            release.wait(30)
+            real(lanes, count, maxBlocks)
+
+        self.patch(kernel, "single", None)
+        self.patch(kernel, "run", holding)
+        self.addCleanup(release.set)
+        path = self.mktemp()
+        open(path, "wb").close()
+        state = SessionState.fresh("sha256")
+        self.assertIsInstance(state.hasher, Sha256)
+        first, second = os.urandom(300000), os.urandom(200000)
+
+        writer = AppendWriter(self.runner, path, state, 0, len(first))
+        writer.write(first)
+        await writer.flushed()
+        writer.close()
+        # Flushed with the kernel still held: the PATCH did not wait for it.
+        self.assertTrue(held.is_set())
+        self.assertTrue(sha256mb.pending(state.hasher))
+        release.set()
+
+        writer = AppendWriter(self.runner, path, state, len(first), len(second))
+        self.assertIsNone(writer.rejection)
+        writer.write(second)
+        await writer.flushed()
+        writer.close()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), first + second)
+        digest = await self.runner.run(state.digest)
+        self.assertEqual(digest, "sha256:" + hashlib.sha256(first + second).hexdigest())
+        self.assertEqual(state.hashedSize, len(first) + len(second))
 
 
 class ReleaseTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ import ctypes.util
 import importlib.machinery
 import os
 import struct
+import threading
 
 #: Lanes per kernel call.
 LANES = 8
@@ -99,22 +100,33 @@ class _OpenSSLSingle:
         self._init = library.SHA256_Init
         self._init.argtypes = [ctypes.c_void_p]
         self._init.restype = ctypes.c_int
-        self._context = ctypes.create_string_buffer(self._CONTEXT)
+        self._local = threading.local()
         self._check()
+
+    @property
+    def _context(self):
+        """
+        This thread's C{SHA256_CTX}: the mill hashes on several threads.
+        """
+        context = getattr(self._local, "context", None)
+        if context is None:
+            context = self._local.context = ctypes.create_string_buffer(self._CONTEXT)
+        return context
 
     def _check(self) -> None:
         """
         Make sure the context starts with the chaining words, as this code
         assumes: C{SHA256_Init} must write the initial state there.
         """
-        self._init(self._context)
-        if struct.unpack_from("=8I", self._context.raw) != INITIAL_STATE:
+        context = self._context
+        self._init(context)
+        if struct.unpack_from("=8I", context.raw) != INITIAL_STATE:
             raise OSError("unexpected SHA256_CTX layout")
 
     def run(self, lane: Lane, maxBlocks: int) -> None:
         """
         Hash up to C{maxBlocks} blocks of C{lane}, advancing it like the
-        kernel does.  Not thread-safe (one context): the mill's leader only.
+        kernel does.  Thread-safe: each thread has its own context.
         """
         context = self._context
         ctypes.memmove(context, lane.state, 32)

@@ -17,6 +17,7 @@ being hashed; a caller submitting more waits (see L{DEPTH}).
 """
 
 import ctypes
+import os
 import threading
 from collections import deque
 
@@ -31,6 +32,12 @@ QUANTUM = 256 * 1024
 #: L{Mill.submit} returns: the one being hashed, while the caller prepares
 #: the next.  Each holds its chunks (up to the writer's high-water mark).
 DEPTH = 1
+
+#: Threads hashing at once: one per core.  A round is one thread's kernel
+#: call; with two streams (a two-client push) one thread would hash them
+#: one after the other whenever they are not both ready, so the second
+#: thread keeps two single streams on two cores, as hashlib would.
+THREADS = min(2, os.cpu_count() or 1)
 
 
 class Track:
@@ -59,21 +66,26 @@ def _current(lane: Lane) -> tuple:
 
 class Mill:
     """
-    Hashes the lanes of many streams in shared kernel calls, on a thread of
-    its own (a daemon started on first use, idle when there is no work).
+    Hashes the lanes of many streams in shared kernel calls, on threads of
+    its own (L{THREADS} daemons started on first use, idle when there is no
+    work; a stream is in one thread's round at a time, so its batches stay
+    in order).
 
     @ivar rounds: kernel calls made so far; C{laneRounds}: lanes they
         carried (C{laneRounds / rounds} is the mean batch size).
     """
 
-    def __init__(self, kernel: Kernel, quantum: int = QUANTUM, depth: int = DEPTH):
+    def __init__(
+        self, kernel: Kernel, quantum: int = QUANTUM, depth: int = DEPTH, threads: int = THREADS
+    ):
         self.kernel = kernel
+        self._threadCount = max(1, threads)
         self._blocks = max(1, quantum // 64)
         self._depth = depth
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._ready: deque[Track] = deque()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self.rounds = 0
         self.laneRounds = 0
@@ -101,11 +113,12 @@ class Mill:
                 track.scheduled = True
                 self._ready.append(track)
                 self._work.notify()
-            if self._thread is None:
-                self._thread = threading.Thread(
+            while len(self._threads) < self._threadCount:
+                thread = threading.Thread(
                     target=self._loop, name="zotwist-sha256mb", daemon=True
                 )
-                self._thread.start()
+                self._threads.append(thread)
+                thread.start()
             while track.outstanding > self._depth and track.error is None:
                 track.changed.wait()
 
@@ -136,9 +149,9 @@ class Mill:
         """
         with self._lock:
             self._stopping = True
-            self._work.notify()
-            thread = self._thread
-        if thread is not None:
+            self._work.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
             thread.join()
 
     def _loop(self) -> None:
@@ -155,7 +168,7 @@ class Mill:
                     active.append(track)
                 if not active:
                     if self._stopping:
-                        self._thread = None
+                        self._threads.remove(threading.current_thread())
                         return
                     self._work.wait()
                     continue

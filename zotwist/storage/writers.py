@@ -65,6 +65,10 @@ class SessionState:
             # The file shrank: it is not the file we hashed.  Start over.
             self.hasher = oci.newHasher(self.algorithm)
             self.hashedSize = 0
+        if self.hashedSize >= size:
+            # Nothing new: in particular, do not wait for the hashing an
+            # earlier PATCH of this session left running in the background.
+            return
         while self.hashedSize < size:
             data = os.pread(fd, min(_HASH_READ, size - self.hashedSize), self.hashedSize)
             if not data:
@@ -110,9 +114,13 @@ class QueuedWriter:
         transport); set by the web layer right after creation.
     @ivar received: bytes accepted from the network so far.
     @ivar rejection: see L{IUploadWriter.rejection}.
+    @cvar settleOnFlush: whether L{flushed} also waits for the background
+        hashing (L{zotwist.sha256mb}), so that the digest can be taken on
+        the reactor thread at once.
     """
 
     _log = Logger()
+    settleOnFlush = True
 
     def __init__(self, runner, fd: int | None, state: SessionState | None, rejection=None):
         self._runner = runner
@@ -201,7 +209,11 @@ class QueuedWriter:
             self.transport.resumeProducing()
         if self._pending:
             self._maybeStart()
-        elif self.state is not None and sha256mb.pending(self.state.hasher):
+        elif (
+            self.settleOnFlush
+            and self.state is not None
+            and sha256mb.pending(self.state.hasher)
+        ):
             # The multi-buffer hasher hashes in the background: wait for it
             # in the pool, so a digest taken once flushed never blocks the
             # reactor.  Chunks arriving meanwhile start the next batch after.
@@ -289,7 +301,15 @@ class AppendWriter(QueuedWriter):
     cannot interleave their bytes, even from two processes.  A C{start}
     that does not continue the session exactly is refused before any byte is
     written (416), which is how out-of-order chunks are caught.
+
+    A PATCH answers once its bytes are written, not hashed: the session's
+    hash goes on in the background into the next PATCH, so a chunked
+    upload is not held to one stream's hashing speed at every chunk
+    boundary.  The closing PUT takes the digest in the disk pool, where
+    waiting for the hash is fine.
     """
+
+    settleOnFlush = False
 
     def __init__(
         self, runner, dataPath: str, state: SessionState, start: int | None, length: int | None
