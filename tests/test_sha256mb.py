@@ -27,6 +27,7 @@ from zotwist.sha256mb.kernel import (
     AVX2,
     AVX512,
     INITIAL_STATE,
+    LANES,
     Kernel,
     Lane,
     LaneArray,
@@ -34,7 +35,7 @@ from zotwist.sha256mb.kernel import (
     State,
     libraryPath,
 )
-from zotwist.sha256mb.mill import Mill
+from zotwist.sha256mb.mill import Mill, _mayTake
 from zotwist.sha256mb.stream import Sha256
 from zotwist.storage.writers import AppendWriter, FreshWriter, SessionState, hashFile
 from zotwist.threads import ThreadPoolRunner
@@ -623,6 +624,38 @@ class WriterFlushTests(TestCase):
         digest = await self.runner.run(state.digest)
         self.assertEqual(digest, "sha256:" + hashlib.sha256(first + second).hexdigest())
         self.assertEqual(state.hashedSize, len(first) + len(second))
+
+
+class ThreadChoiceTests(SynchronousTestCase):
+    """
+    L{_mayTake}: which hashing thread takes a ready stream.
+    """
+
+    def test_gatherInTheFullest(self):
+        """
+        A running thread takes more streams while it is at least as full as
+        the other; the emptier one leaves them to it.
+        """
+        self.assertTrue(_mayTake(1, 1))
+        self.assertTrue(_mayTake(3, 1))
+        self.assertFalse(_mayTake(1, 3))
+
+    def test_idleHelpsWithFewStreams(self):
+        """
+        An idle thread takes a stream while the other holds two at most (two
+        pushes on two cores), not when the other already packs more.
+        """
+        self.assertTrue(_mayTake(0, 0))
+        self.assertTrue(_mayTake(0, 1))
+        self.assertTrue(_mayTake(0, 2))
+        self.assertFalse(_mayTake(0, 3))
+
+    def test_fullThreadOverflows(self):
+        """
+        When the fullest thread has no lane left, any thread takes.
+        """
+        self.assertTrue(_mayTake(0, LANES))
+        self.assertTrue(_mayTake(1, LANES))
 
 
 class ReleaseTests(SynchronousTestCase):
