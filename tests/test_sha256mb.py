@@ -156,9 +156,9 @@ class KernelTests(SynchronousTestCase):
             offset = 0
             while offset < len(padded):
                 blocks = rng.randint(0, 5)
-                skip = rng.randint(0, 7)
+                lead = rng.randint(0, 7)  # bytes before the segment's data
                 piece = padded[offset : offset + 64 * blocks]
-                segments.append((os.urandom(skip) + piece + os.urandom(3), skip, len(piece) // 64))
+                segments.append((os.urandom(lead) + piece + os.urandom(3), lead, len(piece) // 64))
                 offset += len(piece)
             array = (Segment * len(segments))(*segments)
             state = State(*INITIAL_STATE)
@@ -542,13 +542,13 @@ class WriterFlushTests(TestCase):
         self.runner.startService()
         self.addCleanup(self.runner.stopService)
 
-    async def test_flushedWaitsForHashing(self):
+    def holdKernel(self) -> tuple[threading.Event, threading.Event]:
         """
-        While the mill still hashes the last batch, L{flushed} has not fired;
-        once it fires the hasher has nothing pending and the digest is right.
+        Make every kernel call of the process's mill wait (up to 30 s)
+        until the returned C{release} is set; C{held} is set once one does.
+        The single-lane OpenSSL path is off, so every batch goes through it.
         """
-        mill = sha256mb.defaultMill()
-        kernel = mill.kernel
+        kernel = sha256mb.defaultMill().kernel
         real = kernel.run
         release = threading.Event()
         held = threading.Event()
@@ -561,6 +561,14 @@ class WriterFlushTests(TestCase):
         self.patch(kernel, "single", None)
         self.patch(kernel, "run", holding)
         self.addCleanup(release.set)
+        return held, release
+
+    async def test_flushedWaitsForHashing(self):
+        """
+        While the mill still hashes the last batch, L{flushed} has not fired;
+        once it fires the hasher has nothing pending and the digest is right.
+        """
+        held, release = self.holdKernel()
         writer = FreshWriter(self.runner, os.path.join(self.mktemp(), "up"), "sha256")
         self.assertIsInstance(writer.state.hasher, Sha256)
         data = os.urandom(300000)
@@ -585,20 +593,7 @@ class WriterFlushTests(TestCase):
         while its hash is still running; the digest, taken off the reactor
         thread as the closing PUT does, covers this chunk and the next.
         """
-        mill = sha256mb.defaultMill()
-        kernel = mill.kernel
-        real = kernel.run
-        release = threading.Event()
-        held = threading.Event()
-
-        def holding(lanes, count, maxBlocks=0):
-            held.set()
-            release.wait(30)
-            real(lanes, count, maxBlocks)
-
-        self.patch(kernel, "single", None)
-        self.patch(kernel, "run", holding)
-        self.addCleanup(release.set)
+        _, release = self.holdKernel()
         path = self.mktemp()
         open(path, "wb").close()
         state = SessionState.fresh("sha256")
@@ -609,8 +604,8 @@ class WriterFlushTests(TestCase):
         writer.write(first)
         await writer.flushed()
         writer.close()
-        # Flushed with the kernel still held: the PATCH did not wait for it.
-        self.assertTrue(held.is_set())
+        # Flushed while every kernel call is held: the PATCH did not wait
+        # for its hash, which cannot have finished.
         self.assertTrue(sha256mb.pending(state.hasher))
         release.set()
 
