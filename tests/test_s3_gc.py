@@ -11,7 +11,6 @@ import json
 import os
 import time
 
-from botocore.exceptions import ClientError
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.task import deferLater
@@ -36,29 +35,6 @@ class S3GarbageCollectionTests(S3Case):
     """
     What the collector removes and keeps.
     """
-
-    def inS3(self, name: str, digest: str) -> bool:
-        try:
-            self.s3.head_object(
-                Bucket=self.bucket,
-                Key=self.objectKey(name, "blobs", "sha256", digest.split(":")[1]),
-            )
-        except ClientError:
-            return False
-        return True
-
-    def inRedis(self, name: str, digest: str) -> bool:
-        return bool(self.redis.hexists(self.key("blobs", name), digest))
-
-    def assertHeld(self, name: str, digests) -> None:
-        for digest in digests:
-            self.assertTrue(self.inS3(name, digest), f"{digest} missing in S3")
-            self.assertTrue(self.inRedis(name, digest), f"{digest} missing in Redis")
-
-    def assertGone(self, name: str, digests) -> None:
-        for digest in digests:
-            self.assertFalse(self.inS3(name, digest), f"{digest} still in S3")
-            self.assertFalse(self.inRedis(name, digest), f"{digest} still in Redis")
 
     async def pushReferrer(self, store, name: str, subject: str, size: int) -> str:
         empty = b"{}"

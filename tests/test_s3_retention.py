@@ -170,26 +170,6 @@ class S3RetentionTests(S3Case):
 
     repo = "team/app"
 
-    def inS3(self, name: str, digest: str) -> bool:
-        found = self.s3.list_objects_v2(
-            Bucket=self.bucket,
-            Prefix=self.objectKey(name, "blobs", "sha256", digest.split(":")[1]),
-        )
-        return bool(found.get("Contents"))
-
-    def inRedis(self, name: str, digest: str) -> bool:
-        return bool(self.redis.hexists(self.key("blobs", name), digest))
-
-    def assertHeld(self, name: str, digests) -> None:
-        for digest in digests:
-            self.assertTrue(self.inS3(name, digest), f"{digest} missing in S3")
-            self.assertTrue(self.inRedis(name, digest), f"{digest} missing in Redis")
-
-    def assertGone(self, name: str, digests) -> None:
-        for digest in digests:
-            self.assertFalse(self.inS3(name, digest), f"{digest} still in S3")
-            self.assertFalse(self.inRedis(name, digest), f"{digest} still in Redis")
-
     async def pushAt(self, store, when: float, tag: str | None, seed: str, repo=None):
         store.tagTimes.clock = lambda: when
         try:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 
+from botocore.exceptions import ClientError
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
@@ -61,6 +62,32 @@ class S3Case(TestCase):
 
     def objectKey(self, name: str, *parts: str) -> str:
         return "/".join([self.rootdirectory.strip("/"), name, *parts])
+
+    def inS3(self, name: str, digest: str) -> bool:
+        """
+        Whether the bucket holds C{digest}'s blob object in C{name}.
+        """
+        try:
+            self.s3.head_object(
+                Bucket=self.bucket,
+                Key=self.objectKey(name, "blobs", "sha256", digest.split(":")[1]),
+            )
+        except ClientError:
+            return False
+        return True
+
+    def inRedis(self, name: str, digest: str) -> bool:
+        return bool(self.redis.hexists(self.key("blobs", name), digest))
+
+    def assertHeld(self, name: str, digests) -> None:
+        for digest in digests:
+            self.assertTrue(self.inS3(name, digest), f"{digest} missing in S3")
+            self.assertTrue(self.inRedis(name, digest), f"{digest} missing in Redis")
+
+    def assertGone(self, name: str, digests) -> None:
+        for digest in digests:
+            self.assertFalse(self.inS3(name, digest), f"{digest} still in S3")
+            self.assertFalse(self.inRedis(name, digest), f"{digest} still in Redis")
 
     async def instance(self, **kwargs) -> S3Store:
         """
