@@ -35,7 +35,7 @@ from zotwist.sha256mb.kernel import (
     State,
     libraryPath,
 )
-from zotwist.sha256mb.mill import Mill, _mayTake
+from zotwist.sha256mb.mill import DEPTH, Mill, _mayTake
 from zotwist.sha256mb.stream import Sha256
 from zotwist.storage.writers import AppendWriter, FreshWriter, SessionState, hashFile
 from zotwist.threads import ThreadPoolRunner
@@ -145,7 +145,9 @@ class KernelTests(SynchronousTestCase):
             + struct.pack(">Q", 8 * len(message))
         )
 
-    def _check(self, messages: list[bytes], maxBlocks: int, rng: random.Random) -> None:
+    def _check(
+        self, messages: list[bytes], maxBlocks: int, rng: random.Random, stopWhenDry=False
+    ) -> None:
         lanes = LaneArray()
         keep = []
         for i, message in enumerate(messages):
@@ -167,7 +169,7 @@ class KernelTests(SynchronousTestCase):
             lanes[i] = kernelModule.ctypes.pointer(lane)
         calls = 0
         while any(lane.index < lane.count for _, _, lane in keep):
-            self.library.run(lanes, len(messages), maxBlocks)
+            self.library.run(lanes, len(messages), maxBlocks, stopWhenDry)
             calls += 1
             self.assertLess(calls, 10000)
         for message, (state, _, _) in zip(messages, keep):
@@ -183,6 +185,45 @@ class KernelTests(SynchronousTestCase):
             for maxBlocks in (0, 1, 3, 64):
                 messages = [os.urandom(rng.choice(EDGE_LENGTHS + (5000,))) for _ in range(count)]
                 self._check(messages, maxBlocks, rng)
+
+    def test_lanesStoppingWhenDry(self):
+        """
+        Calls that return as soon as one lane runs dry, resumed until every
+        lane is done (as the mill does, without refilling), give hashlib's
+        digests too.
+        """
+        rng = random.Random(2)
+        for count in (2, 3, 8):
+            for maxBlocks in (0, 3, 64):
+                messages = [os.urandom(rng.choice(EDGE_LENGTHS + (5000,))) for _ in range(count)]
+                self._check(messages, maxBlocks, rng, stopWhenDry=True)
+
+    def _twoLanes(self):
+        """
+        @return: a lane array with a 1-block lane and a 10-block lane, and
+            the two lanes.
+        """
+        lanes = LaneArray()
+        short = Lane(State(*INITIAL_STATE), (Segment * 1)((self._padded(b"abc"), 0, 1)), 1, 0, 0)
+        data = self._padded(b"x" * 600)
+        long = Lane(State(*INITIAL_STATE), (Segment * 1)((data, 0, len(data) // 64)), 1, 0, 0)
+        lanes[0] = kernelModule.ctypes.pointer(short)
+        lanes[1] = kernelModule.ctypes.pointer(long)
+        return lanes, short, long
+
+    def test_stopWhenDry(self):
+        """
+        With C{stopWhenDry}, the call returns right after the block that
+        finished the shortest lane: the other lane has hashed that many
+        blocks and no more.  Without it, every lane is hashed to its end.
+        """
+        lanes, short, long = self._twoLanes()
+        self.library.run(lanes, 2, 0, True)
+        self.assertEqual((short.index, long.index, long.offset), (1, 0, 1))
+        lanes, short, long = self._twoLanes()
+        self.library.run(lanes, 2)
+        self.assertEqual((short.index, long.index), (1, 1))
+        self.assertEqual(struct.pack(">8I", *long.state[:8]), hashlib.sha256(b"x" * 600).digest())
 
     def test_idleLanes(self):
         """
@@ -382,7 +423,7 @@ class StreamTests(SynchronousTestCase):
         counts = []
         self.firstRound = threading.Event()
 
-        def recording(lanes, count, maxBlocks=0):
+        def recording(lanes, count, maxBlocks=0, stopWhenDry=False):
             if not counts:
                 self.firstRound.set()
                 for _ in range(10000):
@@ -390,7 +431,7 @@ class StreamTests(SynchronousTestCase):
                         break
                     threading.Event().wait(0.001)
             counts.append(count)
-            real(lanes, count, maxBlocks)
+            real(lanes, count, maxBlocks, stopWhenDry)
 
         self.mill.kernel.run = recording
         return counts
@@ -416,46 +457,45 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(counts[0], 1)
         self.assertEqual(max(counts), 4)
 
-    def test_twoThreads(self):
+    def test_gatherInOneThread(self):
         """
-        With two hashing threads, a stream held in one thread's round does
-        not hold up another stream: the second thread hashes it meanwhile,
-        and both digests are right.
+        With two hashing threads, a stream that arrives while the first
+        thread's round runs is left to that thread, and hashed in its next
+        round together with the first stream (not alone on the idle
+        thread, which would cost a second core for no gain).
         """
         self.mill = Mill(self.mill.kernel, quantum=self.quantum, threads=2)
         self.addCleanup(self.mill.stop)
-        release = threading.Event()
-        self._holdFirstRound(release.is_set)
-        self.addCleanup(release.set)
-        first, second = os.urandom(100000), os.urandom(70000)
+        counts = self._holdFirstRound(lambda: len(self.mill._ready) >= 1)
+        # The first stream outlasts its first round, whatever the quantum.
+        first, second = os.urandom(600000), os.urandom(70000)
         held = self.new(first)
         self.assertTrue(self.firstRound.wait(30))
         other = self.new(second)
-        # Not held: the other thread hashes it while the first round waits.
         self.assertEqual(other.hexdigest(), hashlib.sha256(second).hexdigest())
-        self.assertFalse(release.is_set())
-        release.set()
         self.assertEqual(held.hexdigest(), hashlib.sha256(first).hexdigest())
+        self.assertEqual(counts[:2], [1, 2])
 
     def test_depth(self):
         """
-        An update returns while its batch is still being hashed, but a
-        second one waits for the first: a stream holds at most one batch
-        in the mill besides the caller's.
+        Updates return while their batches are still being hashed, up to
+        L{DEPTH} of them; the next one waits: a stream holds at most DEPTH
+        batches in the mill besides the caller's.
         """
         release = threading.Event()
         self._holdFirstRound(release.is_set)
         hasher = self.new()
-        hasher.update(os.urandom(100000))
+        for _ in range(DEPTH):
+            hasher.update(os.urandom(100000))
         track = hasher._track
-        self.assertEqual(track.outstanding, 1)
+        self.assertEqual(track.outstanding, DEPTH)
         second = threading.Thread(target=hasher.update, args=(b"y" * 1000,))
         second.start()
         for _ in range(10000):
-            if track.outstanding == 2:
+            if track.outstanding == DEPTH + 1:
                 break
             threading.Event().wait(0.001)
-        self.assertEqual(track.outstanding, 2)
+        self.assertEqual(track.outstanding, DEPTH + 1)
         self.assertTrue(second.is_alive())
         release.set()
         second.join(30)
@@ -470,7 +510,7 @@ class StreamTests(SynchronousTestCase):
         real = self.mill.kernel.run
         self.mill.kernel.single = None
 
-        def failing(lanes, count, maxBlocks=0):
+        def failing(lanes, count, maxBlocks=0, stopWhenDry=False):
             raise RuntimeError("boom")
 
         self.mill.kernel.run = failing
@@ -553,10 +593,10 @@ class WriterFlushTests(TestCase):
         release = threading.Event()
         held = threading.Event()
 
-        def holding(lanes, count, maxBlocks=0):
+        def holding(lanes, count, maxBlocks=0, stopWhenDry=False):
             held.set()
             release.wait(30)
-            real(lanes, count, maxBlocks)
+            real(lanes, count, maxBlocks, stopWhenDry)
 
         self.patch(kernel, "single", None)
         self.patch(kernel, "run", holding)
@@ -635,15 +675,15 @@ class ThreadChoiceTests(SynchronousTestCase):
         self.assertTrue(_mayTake(3, 1))
         self.assertFalse(_mayTake(1, 3))
 
-    def test_idleHelpsWithFewStreams(self):
+    def test_idleTakesOnlyWhenNoneIsBusy(self):
         """
-        An idle thread takes a stream while the other holds two at most (two
-        pushes on two cores), not when the other already packs more.
+        An idle thread takes a stream when no other thread holds one, and
+        leaves it to a busy thread otherwise.
         """
         self.assertTrue(_mayTake(0, 0))
-        self.assertTrue(_mayTake(0, 1))
-        self.assertTrue(_mayTake(0, 2))
-        self.assertFalse(_mayTake(0, 3))
+        self.assertFalse(_mayTake(0, 1))
+        self.assertFalse(_mayTake(0, 2))
+        self.assertFalse(_mayTake(0, LANES - 1))
 
     def test_fullThreadOverflows(self):
         """

@@ -54,6 +54,20 @@ laneSkipEmpty(struct sha256mb_lane *lane)
 }
 
 /*
+ * Whether the lane's current segment is its last one with blocks in it.
+ */
+static inline int
+laneIsLast(const struct sha256mb_lane *lane)
+{
+    uint32_t j;
+
+    for (j = lane->index + 1; j < lane->count; j++)
+        if (lane->segments[j].blocks)
+            return 0;
+    return 1;
+}
+
+/*
  * The message words of 8 blocks, transposed: w[t] holds word t of each
  * lane's block, big-endian words made native.
  */
@@ -158,12 +172,19 @@ sha256mb_lanes(void)
 
 /*
  * Hash up to 8 lanes together, each at most maxBlocks blocks (0: no limit),
- * advancing each lane's state and cursor.  Returns 0, or -1 for a bad
- * argument or a kernel this CPU does not have.
+ * advancing each lane's state and cursor.  With SHA256MB_STOP_WHEN_DRY in
+ * flags, return as soon as one lane has hashed all its segments (a round
+ * of a mill that refills lanes).  Returns 0, or -1 for a bad argument or a
+ * kernel this CPU does not have.
  */
+#define SHA256MB_STOP_WHEN_DRY 1
+
 int
-sha256mb_run(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks, int kernel)
+sha256mb_run(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks, int kernel,
+             int flags)
 {
+    int stopWhenDry = (flags & SHA256MB_STOP_WHEN_DRY) != 0;
+
     int best = sha256mb_best();
 
     if (n < 0 || n > 8 || kernel > best)
@@ -172,10 +193,10 @@ sha256mb_run(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks, int 
         maxBlocks = UINT64_MAX;
     switch (kernel) {
     case SHA256MB_AVX2:
-        sha256mbAvx2(lanes, n, maxBlocks);
+        sha256mbAvx2(lanes, n, maxBlocks, stopWhenDry);
         return 0;
     case SHA256MB_AVX512:
-        sha256mbAvx512(lanes, n, maxBlocks);
+        sha256mbAvx512(lanes, n, maxBlocks, stopWhenDry);
         return 0;
     default:
         return -1;

@@ -6,7 +6,7 @@
  */
 
 KERNEL_TARGET static void
-KERNEL_NAME(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks)
+KERNEL_NAME(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks, int stopWhenDry)
 {
     /* Per lane: where the next block is, how many are left in the current
      * segment, and how many this call may still take. */
@@ -139,7 +139,17 @@ KERNEL_NAME(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks)
         F = _mm256_add_epi32(F, _mm256_and_si256(f, m));
         G = _mm256_add_epi32(G, _mm256_and_si256(g, m));
         H = _mm256_add_epi32(H, _mm256_and_si256(h, m));
+
+        /* A lane that just hashed the last block of its last segment would
+         * idle through the rest of the call: return, so the caller can give
+         * it new work while the other lanes carry on. */
+        if (stopWhenDry) {
+            for (i = 0; i < n; i++)
+                if (mask[i] && left[i] == 0 && laneIsLast(lanes[i]))
+                    goto done;
+        }
     }
+done:
 
     _mm256_store_si256((__m256i *)tmp[0], A);
     _mm256_store_si256((__m256i *)tmp[1], B);

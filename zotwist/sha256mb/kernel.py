@@ -163,7 +163,13 @@ class Kernel:
         library = ctypes.CDLL(path)
         library.sha256mb_best.argtypes = []
         library.sha256mb_best.restype = ctypes.c_int
-        library.sha256mb_run.argtypes = [LaneArray, ctypes.c_int, ctypes.c_uint64, ctypes.c_int]
+        library.sha256mb_run.argtypes = [
+            LaneArray,
+            ctypes.c_int,
+            ctypes.c_uint64,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         library.sha256mb_run.restype = ctypes.c_int
         self.best = library.sha256mb_best()
         if kernel is None:
@@ -181,12 +187,18 @@ class Kernel:
             except (OSError, AttributeError):
                 self.single = None
 
-    def run(self, lanes: LaneArray, count: int, maxBlocks: int = 0) -> None:
+    def run(
+        self, lanes: LaneArray, count: int, maxBlocks: int = 0, stopWhenDry: bool = False
+    ) -> None:
         """
         Hash the first C{count} lanes of C{lanes} together, each at most
         C{maxBlocks} blocks (0: all of its segments).  Blocking, GIL released.
+
+        @param stopWhenDry: return as soon as one lane has hashed all of its
+            segments, rather than hashing the others on with that lane idle:
+            the mill then refills it (the others keep their cursors).
         """
-        if self._run(lanes, count, maxBlocks, self.kernel) != 0:
+        if self._run(lanes, count, maxBlocks, self.kernel, 1 if stopWhenDry else 0) != 0:
             raise RuntimeError("sha256mb_run refused its arguments")
 
 
