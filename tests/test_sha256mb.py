@@ -82,9 +82,10 @@ class AvailabilityTests(SynchronousTestCase):
 
     def test_newHasher(self):
         """
-        L{oci.newHasher} gives the multi-buffer hasher for SHA-256 and hashlib
-        for SHA-512.
+        L{oci.newHasher} gives the multi-buffer hasher for SHA-256 (on a CPU
+        without the SHA extensions, as this one) and hashlib for SHA-512.
         """
+        self.assertFalse(sha256mb.shaExtensions())
         self.assertIsInstance(oci.newHasher("sha256"), Sha256)
         self.assertEqual(oci.newHasher("sha512").name, "sha512")
 
@@ -105,6 +106,45 @@ class AvailabilityTests(SynchronousTestCase):
         self.patch(os, "environ", {})
         self.assertIsInstance(oci.newHasher("sha256"), Sha256)
         self.assertEqual(oci.sha256Backend(), sha256mb.describe())
+
+    def test_shaExtensions(self):
+        """
+        The kernel's CPUID check for the SHA extensions agrees with the
+        kernel's own view of the CPU (the C{sha_ni} flag of /proc/cpuinfo).
+        """
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+        self.assertEqual(sha256mb.defaultMill().kernel.shaExtensions, "sha_ni" in flags)
+        self.assertEqual(sha256mb.shaExtensions(), "sha_ni" in flags)
+
+    def test_preferHashlibWithShaExtensions(self):
+        """
+        On a CPU with the SHA extensions L{oci.newHasher} gives hashlib's
+        SHA-256 (OpenSSL then outruns the kernel), unless
+        C{ZOTWIST_SHA256=multibuffer} asks for the kernel.
+        """
+        self.patch(oci, "_sha256How", "")
+        self.patch(oci, "_sha256", None)
+        self.patch(sha256mb, "shaExtensions", lambda: True)
+        self.patch(os, "environ", {})
+        self.assertEqual(type(oci.newHasher("sha256")), type(hashlib.sha256()))
+        self.assertIn("SHA extensions", oci.sha256Backend())
+        self.patch(oci, "_sha256", None)
+        self.patch(os, "environ", {"ZOTWIST_SHA256": "multibuffer"})
+        self.assertIsInstance(oci.newHasher("sha256"), Sha256)
+
+    def test_chooseSha256(self):
+        """
+        L{oci.chooseSha256}: the override first, then hashlib on a CPU with
+        the SHA extensions or without the kernel, else the kernel.
+        """
+        choose = oci.chooseSha256
+        self.assertEqual(choose(None, True, False)[0], "multibuffer")
+        self.assertEqual(choose(None, True, True)[0], "hashlib")
+        self.assertEqual(choose(None, False, False)[0], "hashlib")
+        self.assertEqual(choose("hashlib", True, False)[0], "hashlib")
+        self.assertEqual(choose("multibuffer", True, True)[0], "multibuffer")
+        self.assertEqual(choose("multibuffer", False, False)[0], "hashlib")
 
     def test_unavailable(self):
         """

@@ -149,23 +149,47 @@ _sha256 = None
 _sha256How = ""
 
 
+def chooseSha256(override: str | None, kernel: bool, shaExtensions: bool) -> tuple[str, str]:
+    """
+    Which SHA-256 hashes uploads.
+
+    @param override: C{ZOTWIST_SHA256}: C{"hashlib"} or C{"multibuffer"}
+        (for comparisons), or L{None}.
+    @param kernel: whether the multi-buffer kernel is built and runs here.
+    @param shaExtensions: whether the CPU has the SHA extensions: OpenSSL
+        then hashes one stream faster than the kernel hashes eight.
+    @return: C{("hashlib" or "multibuffer", why)}.
+    """
+    if override == "hashlib":
+        return "hashlib", "ZOTWIST_SHA256=hashlib"
+    if kernel and override == "multibuffer":
+        return "multibuffer", "ZOTWIST_SHA256=multibuffer"
+    if kernel and shaExtensions:
+        return "hashlib", "OpenSSL uses the CPU's SHA extensions, faster than the kernel"
+    if kernel:
+        return "multibuffer", ""
+    return "hashlib", "the multi-buffer kernel is not built or the CPU lacks AVX2"
+
+
 def _sha256Factory():
     """
-    Decide once how uploads are hashed with SHA-256, and log it: the
-    multi-buffer kernel (L{zotwist.sha256mb}) when it is built and the CPU
-    runs it, unless C{ZOTWIST_SHA256=hashlib} is set (for comparisons);
-    otherwise hashlib.
+    Decide once how uploads are hashed with SHA-256 (L{chooseSha256}), and
+    log it.
     """
     global _sha256, _sha256How
     if _sha256 is None:
         with _sha256Lock:
             if _sha256 is None:
-                if os.environ.get("ZOTWIST_SHA256") == "hashlib":
-                    how, factory = "hashlib (ZOTWIST_SHA256=hashlib)", hashlib.sha256
-                elif sha256mb.available():
+                kernel = sha256mb.available()
+                choice, why = chooseSha256(
+                    os.environ.get("ZOTWIST_SHA256"),
+                    kernel,
+                    kernel and sha256mb.shaExtensions(),
+                )
+                if choice == "multibuffer":
                     how, factory = sha256mb.describe(), sha256mb.new
                 else:
-                    how, factory = sha256mb.describe(), hashlib.sha256
+                    how, factory = f"hashlib ({why})", hashlib.sha256
                 _log.info("SHA-256 of uploads: {how}", how=how)
                 _sha256How = how
                 _sha256 = factory

@@ -157,6 +157,8 @@ class Kernel:
     @ivar name: its name, for the log.
     @ivar single: OpenSSL's one-lane path, or C{None} when libcrypto is not
         usable (then one lane goes through the kernel too).
+    @ivar shaExtensions: whether the CPU has the SHA extensions (SHA-NI),
+        with which OpenSSL outruns the kernel (see L{zotwist.oci}).
     """
 
     def __init__(self, path: str, kernel: int | None = None, single: bool = True):
@@ -171,7 +173,10 @@ class Kernel:
             ctypes.c_int,
         ]
         library.sha256mb_run.restype = ctypes.c_int
+        library.sha256mb_cpu_has_sha.argtypes = []
+        library.sha256mb_cpu_has_sha.restype = ctypes.c_int
         self.best = library.sha256mb_best()
+        self.shaExtensions = bool(library.sha256mb_cpu_has_sha())
         if kernel is None:
             kernel = self.best
         if kernel == NONE or kernel > self.best:

@@ -139,9 +139,7 @@ class Mill:
                 self._ready.append(track)
                 self._work.notify()
             while len(self._threads) < self._threadCount:
-                thread = threading.Thread(
-                    target=self._loop, name="zotwist-sha256mb", daemon=True
-                )
+                thread = threading.Thread(target=self._loop, name="zotwist-sha256mb", daemon=True)
                 self._threads.append(thread)
                 thread.start()
             while track.outstanding > self._depth and track.error is None:
