@@ -33,7 +33,7 @@ QUANTUM = 256 * 1024
 #: high-water mark).  With one, a stream's lane ran dry whenever its writer
 #: was between two batches (back to the reactor, resumed, the next write):
 #: rounds then carried fewer lanes and cost more CPU per byte (four
-#: uploads: 2.2 lanes per round on average instead of 3.8).
+#: uploads: 2.1-2.9 lanes per round on average instead of 3.2-3.8).
 DEPTH = 2
 
 #: Threads hashing: one per core.  All streams gather in one thread's
