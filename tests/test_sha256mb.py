@@ -541,6 +541,38 @@ class StreamTests(SynchronousTestCase):
         second.join(30)
         self.assertFalse(second.is_alive())
 
+    def test_budget(self):
+        """
+        Past the mill's byte budget, a stream's update waits until other
+        streams' batches are hashed, even below L{DEPTH}; once every batch
+        is hashed, nothing is counted as queued.
+        """
+        self.mill = Mill(self.mill.kernel, quantum=self.quantum, budget=150000)
+        self.addCleanup(self.mill.stop)
+        release = threading.Event()
+        self._holdFirstRound(release.is_set)
+        self.addCleanup(release.set)
+        first, second = os.urandom(100000), os.urandom(100032)
+        held = self.new(first)
+        self.assertTrue(self.firstRound.wait(30))
+        self.assertEqual(self.mill.queued, 100000 // 64 * 64)
+        other = self.new()
+        waiting = threading.Thread(target=other.update, args=(second,))
+        waiting.start()
+        for _ in range(10000):
+            if self.mill.queued > 150000:
+                break
+            threading.Event().wait(0.001)
+        self.assertEqual(self.mill.queued, 100000 // 64 * 64 + 100032)
+        waiting.join(0.2)
+        self.assertTrue(waiting.is_alive())
+        release.set()
+        waiting.join(30)
+        self.assertFalse(waiting.is_alive())
+        self.assertEqual(held.hexdigest(), hashlib.sha256(first).hexdigest())
+        self.assertEqual(other.hexdigest(), hashlib.sha256(second).hexdigest())
+        self.assertEqual(self.mill.queued, 0)
+
     def test_kernelFailure(self):
         """
         When the kernel fails, every stream of the failed round gets the

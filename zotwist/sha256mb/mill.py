@@ -12,8 +12,8 @@ collected later (L{Mill.wait}, before a digest) rather than hashed while
 the caller waits: each stream then keeps its lane busy with its next batch
 while the caller prepares the one after, and lanes stay full.
 
-Memory stays bounded: a stream may have L{DEPTH} batches in the mill; a
-caller submitting more waits.
+Memory stays bounded: a stream may have L{DEPTH} batches in the mill, and
+all streams together about L{BUDGET} bytes; a caller submitting more waits.
 """
 
 import ctypes
@@ -36,6 +36,12 @@ QUANTUM = 256 * 1024
 #: uploads: 2.1-2.9 lanes per round on average instead of 3.2-3.8).
 DEPTH = 2
 
+#: Bytes of batches all streams together may have in the mill before a
+#: caller submitting more waits: enough for eight full lanes two batches
+#: deep, so that a hundred concurrent pushes do not each hold L{DEPTH}
+#: batches (the blocked callers are upload threads, a bounded pool).
+BUDGET = 32 * 1024 * 1024
+
 #: Threads hashing: one per core.  All streams gather in one thread's
 #: rounds, where a lane costs next to nothing; the second takes streams only
 #: when the first has no lane left (more than L{LANES} uploads).  Two
@@ -50,22 +56,33 @@ class Track:
     many are not hashed yet.  Guarded by the mill's lock.
     """
 
-    __slots__ = ("jobs", "current", "outstanding", "scheduled", "error", "changed")
+    __slots__ = ("jobs", "current", "outstanding", "bytes", "scheduled", "error", "changed")
 
     def __init__(self, lock: threading.Lock):
-        self.jobs: deque[Lane] = deque()
+        self.jobs: deque[tuple[Lane, int]] = deque()
         self.current: tuple | None = None
         self.outstanding = 0
+        self.bytes = 0
         self.scheduled = False
         self.error: BaseException | None = None
         self.changed = threading.Condition(lock)
 
 
-def _current(lane: Lane) -> tuple:
+def _current(job: tuple[Lane, int]) -> tuple:
     """
-    @return: C{lane} and a pointer to it, as the kernel takes it.
+    @return: the lane of C{job}, a pointer to it (as the kernel takes it),
+        and its size in bytes.
     """
-    return (lane, ctypes.pointer(lane))
+    lane, size = job
+    return (lane, ctypes.pointer(lane), size)
+
+
+def _size(lane: Lane) -> int:
+    """
+    @return: the bytes C{lane} has left to hash.
+    """
+    segments = lane.segments
+    return 64 * (sum(segments[i].blocks for i in range(lane.index, lane.count)) - lane.offset)
 
 
 def _mayTake(mine: int, others: int) -> bool:
@@ -100,14 +117,24 @@ class Mill:
     """
 
     def __init__(
-        self, kernel: Kernel, quantum: int = QUANTUM, depth: int = DEPTH, threads: int = THREADS
+        self,
+        kernel: Kernel,
+        quantum: int = QUANTUM,
+        depth: int = DEPTH,
+        threads: int = THREADS,
+        budget: int = BUDGET,
     ):
         self.kernel = kernel
         self._threadCount = max(1, threads)
         self._blocks = max(1, quantum // 64)
         self._depth = depth
+        self._budget = budget
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
+        # Batches finished: callers waiting in submit look again.
+        self._room = threading.Condition(self._lock)
+        #: Bytes of all the batches in the mill, not hashed yet.
+        self.queued = 0
         self._ready: deque[Track] = deque()
         self._threads: list[threading.Thread] = []
         self._loads: dict[int, int] = {}
@@ -125,15 +152,19 @@ class Mill:
         """
         Queue C{lane} (a batch of C{track}'s stream, hashed after its earlier
         ones) and return once at most L{DEPTH} of the stream's batches are
-        left to hash.
+        left to hash, and all streams' batches together hold at most
+        L{BUDGET} bytes (or this stream's are all hashed).
 
         @raise BaseException: the error of an earlier batch of this stream.
         """
+        size = _size(lane)
         with self._lock:
             if track.error is not None:
                 raise track.error
-            track.jobs.append(lane)
+            track.jobs.append((lane, size))
             track.outstanding += 1
+            track.bytes += size
+            self.queued += size
             if not track.scheduled:
                 track.scheduled = True
                 self._ready.append(track)
@@ -142,8 +173,11 @@ class Mill:
                 thread = threading.Thread(target=self._loop, name="zotwist-sha256mb", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-            while track.outstanding > self._depth and track.error is None:
-                track.changed.wait()
+            while track.error is None and (
+                track.outstanding > self._depth
+                or (track.outstanding and self.queued > self._budget)
+            ):
+                self._room.wait()
 
     def wait(self, track: Track) -> None:
         """
@@ -219,8 +253,11 @@ class Mill:
                         track.jobs.clear()
                         track.current = None
                         track.outstanding = 0
+                        self.queued -= track.bytes
+                        track.bytes = 0
                         track.scheduled = False
                         track.changed.notify_all()
+                    self._room.notify_all()
                     active.clear()
                     loads[me] = 0
                 continue
@@ -233,8 +270,11 @@ class Mill:
                 with lock:
                     for track in finished:
                         active.remove(track)
+                        size = track.current[2]
                         track.current = None
                         track.outstanding -= 1
+                        track.bytes -= size
+                        self.queued -= size
                         if track.jobs:
                             # Behind the streams waiting for a lane: fair
                             # when there are more streams than lanes.
@@ -242,4 +282,5 @@ class Mill:
                         else:
                             track.scheduled = False
                         track.changed.notify_all()
+                    self._room.notify_all()
                     loads[me] = len(active)
