@@ -116,12 +116,6 @@ loadTransposed(__m256i *w, const uint8_t *const *blocks)
 #define MAJ(a, b, c) \
     _mm256_or_si256(_mm256_and_si256(a, b), _mm256_and_si256(c, _mm256_or_si256(a, b)))
 #include "_sha256mb_kernel.h"
-#undef KERNEL_NAME
-#undef KERNEL_TARGET
-#undef ROR
-#undef XOR3
-#undef CH
-#undef MAJ
 
 /* --- AVX-512VL on the same 256-bit registers: vprord and vpternlogd. --- */
 #define KERNEL_NAME sha256mbAvx512
@@ -131,12 +125,6 @@ loadTransposed(__m256i *w, const uint8_t *const *blocks)
 #define CH(e, f, g) _mm256_ternarylogic_epi32(e, f, g, 0xca)
 #define MAJ(a, b, c) _mm256_ternarylogic_epi32(a, b, c, 0xe8)
 #include "_sha256mb_kernel.h"
-#undef KERNEL_NAME
-#undef KERNEL_TARGET
-#undef ROR
-#undef XOR3
-#undef CH
-#undef MAJ
 
 #define SHA256MB_NONE 0
 #define SHA256MB_AVX2 1
@@ -200,7 +188,6 @@ sha256mb_run(struct sha256mb_lane *const *lanes, int n, uint64_t maxBlocks, int 
              int flags)
 {
     int stopWhenDry = (flags & SHA256MB_STOP_WHEN_DRY) != 0;
-
     int best = sha256mb_best();
 
     if (n < 0 || n > 8 || kernel > best)

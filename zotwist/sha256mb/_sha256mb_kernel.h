@@ -3,6 +3,7 @@
  * different KERNEL_NAME, KERNEL_TARGET and primitive macros (ROR, XOR3, CH,
  * MAJ): once for plain AVX2, once for AVX-512VL on 256-bit registers (one
  * instruction per rotation and per boolean function instead of three).
+ * It undefines those macros at its end, so the next variant defines its own.
  */
 
 KERNEL_TARGET static void
@@ -167,3 +168,10 @@ done:
             laneSkipEmpty(lane);
     }
 }
+
+#undef KERNEL_NAME
+#undef KERNEL_TARGET
+#undef ROR
+#undef XOR3
+#undef CH
+#undef MAJ
