@@ -592,6 +592,8 @@ class StreamTests(SynchronousTestCase):
             self.assertRaises(RuntimeError, hasher.update, os.urandom(1000))
         self.mill.kernel.run = real
         self.assertEqual(self.new(b"abc" * 100).digest(), hashlib.sha256(b"abc" * 100).digest())
+        # The failed batches no longer count against the mill's budget.
+        self.assertEqual(self.mill.queued, 0)
 
 
 class StreamSingleTests(StreamTests):

@@ -56,13 +56,12 @@ class Track:
     many are not hashed yet.  Guarded by the mill's lock.
     """
 
-    __slots__ = ("jobs", "current", "outstanding", "bytes", "scheduled", "error", "changed")
+    __slots__ = ("jobs", "current", "outstanding", "scheduled", "error", "changed")
 
     def __init__(self, lock: threading.Lock):
         self.jobs: deque[tuple[Lane, int]] = deque()
         self.current: tuple | None = None
         self.outstanding = 0
-        self.bytes = 0
         self.scheduled = False
         self.error: BaseException | None = None
         self.changed = threading.Condition(lock)
@@ -163,7 +162,6 @@ class Mill:
                 raise track.error
             track.jobs.append((lane, size))
             track.outstanding += 1
-            track.bytes += size
             self.queued += size
             if not track.scheduled:
                 track.scheduled = True
@@ -250,11 +248,10 @@ class Mill:
                 with lock:
                     for track in active:
                         track.error = error
+                        self.queued -= track.current[2] + sum(size for _, size in track.jobs)
                         track.jobs.clear()
                         track.current = None
                         track.outstanding = 0
-                        self.queued -= track.bytes
-                        track.bytes = 0
                         track.scheduled = False
                         track.changed.notify_all()
                     self._room.notify_all()
@@ -273,7 +270,6 @@ class Mill:
                         size = track.current[2]
                         track.current = None
                         track.outstanding -= 1
-                        track.bytes -= size
                         self.queued -= size
                         if track.jobs:
                             # Behind the streams waiting for a lane: fair
